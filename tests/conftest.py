@@ -1,0 +1,13 @@
+"""Shared fixtures: a real tiny random-weight DiffusionGemma checkpoint written once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny DiffusionGemma checkpoint (sliding + full attention, MoE, byte-level tokenizer)."""
+    from dgls.engine.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))
