@@ -1,0 +1,315 @@
+"""The fused diffusion head: lm_head -> soft-cap -> temperature -> per-row statistics.
+
+Every denoising step needs, per canvas row, the argmax, a sample, the entropy, the max
+probability and the self-conditioning soft embedding ``softmax(z) @ E * embed_scale``. Done
+naively that materializes ``[N, V]`` float32 logits (V = 262,144) several times over. The
+``chunked`` path here streams over the vocabulary like flash-attention streams over keys: it
+keeps a running max ``m``, running ``l = sum exp(z - m)``, running ``s = sum exp(z - m) (z - m)``
+(for the entropy), a running soft-embedding accumulator rescaled by ``exp(m_old - m_new)``, a
+running argmax and a running Gumbel argmax, and never holds more than ``[N, chunk]``.
+
+Numerics match :mod:`.reference` (the stock model's order of operations): the matmul runs in
+the weight dtype, everything after it in float32. Sampling is Gumbel-max over the counter-based
+noise of :mod:`.noise`, so all implementations draw the same token for the same ``seed``.
+
+``soft_eps > 0`` selects the *truncated* soft embedding. The pass keeps a running top-K
+(``SOFT_TOPK`` = 64) of ``z`` per row instead of the second V-sized matmul; afterwards each row
+uses the smallest prefix of its top-K holding at least ``1 - soft_eps`` of the probability,
+renormalized, and gathers just those rows of ``E`` (``embedding_bag``). Rows whose top-K mass is
+below ``1 - soft_eps`` (flat distributions) fall back to the exact soft embedding through a
+second pass over those rows only. Dropping mass ``<= eps`` and renormalizing moves the result by
+at most ``2 * eps * max_i ||E_i|| * embed_scale``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .noise import GUMBEL_MAX, GUMBEL_MIN, MASK32, U_SCALE, fmix32, gumbel_from_uniform, row_keys
+from .reference import reference_head
+
+SOFT_TOPK = 64
+# A token whose z is this far below the running max can never win the Gumbel race: the winner
+# scores at least max(z) + GUMBEL_MIN, the token at most z + GUMBEL_MAX. One unit of slack
+# covers float32 rounding.
+GUMBEL_MARGIN = GUMBEL_MAX - GUMBEL_MIN + 1.0
+_NEG_BIG = -1e30
+
+
+@dataclass
+class HeadOutput:
+    """Per-row results of one denoising step's head."""
+
+    argmax: torch.Tensor  # [N] int64
+    sample: torch.Tensor  # [N] int64, Gumbel-max sample of softmax(z)
+    entropy: torch.Tensor  # [N] float32, Categorical(logits=z).entropy()
+    confidence: torch.Tensor  # [N] float32, max softmax probability
+    soft_embedding: torch.Tensor  # [N, D] in the weight dtype
+
+
+def diffusion_head(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    temperature: float,
+    softcap: float | None,
+    embed_scale: float,
+    seed: int,
+    banned: torch.Tensor | None = None,
+    soft_eps: float = 0.0,
+    impl: str = "auto",
+    chunk: int = 8192,
+) -> HeadOutput:
+    """Compute the head for ``hidden`` [N, D] against tied embeddings ``weight`` [V, D].
+
+    ``impl``: "reference" (materializes logits), "chunked" (torch, streams over ``chunk``
+    vocabulary rows), "triton" (one kernel, tiles the vocabulary), "auto" (triton on CUDA when it
+    imports, else chunked). ``banned`` ids get z = -inf. ``soft_eps`` > 0 truncates the soft
+    embedding (see module docstring); the reference path ignores it.
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, D] and [V, D]")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (got {temperature})")
+    if not 0.0 <= soft_eps < 1.0:
+        raise ValueError(f"soft_eps must be in [0, 1) (got {soft_eps})")
+    if impl == "auto":
+        impl = "triton" if hidden.is_cuda and _triton_available() else "chunked"
+    if impl == "reference":
+        return HeadOutput(
+            **reference_head(
+                hidden,
+                weight,
+                temperature=temperature,
+                softcap=softcap,
+                embed_scale=embed_scale,
+                seed=seed,
+                banned=banned,
+            )
+        )
+    if impl == "chunked":
+        return chunked_head(
+            hidden,
+            weight,
+            temperature=temperature,
+            softcap=softcap,
+            embed_scale=embed_scale,
+            seed=seed,
+            banned=banned,
+            soft_eps=soft_eps,
+            chunk=chunk,
+        )
+    if impl == "triton":
+        from .triton_head import triton_head
+
+        return triton_head(
+            hidden,
+            weight,
+            temperature=temperature,
+            softcap=softcap,
+            embed_scale=embed_scale,
+            seed=seed,
+            banned=banned,
+            soft_eps=soft_eps,
+        )
+    raise ValueError(f"unknown impl {impl!r}: expected auto, reference, chunked or triton")
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _sorted_banned(banned: torch.Tensor | None, vocab: int, device: torch.device) -> torch.Tensor | None:
+    if banned is None or banned.numel() == 0:
+        return None
+    ids = torch.unique(banned.to(device=device, dtype=torch.int64).flatten())
+    if ids.min() < 0 or ids.max() >= vocab:
+        raise ValueError(f"banned ids must lie in [0, {vocab})")
+    return ids
+
+
+def _chunk_logits(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    c0: int,
+    temperature: float,
+    softcap: float | None,
+    banned: torch.Tensor | None,
+) -> torch.Tensor:
+    """float32 z for one vocabulary chunk, same op order as the reference (in place)."""
+    z = (h @ w.T).to(torch.float32)
+    if softcap is not None:
+        z.div_(softcap).tanh_().mul_(softcap)
+    z.div_(temperature)
+    if banned is not None:
+        local = banned[(banned >= c0) & (banned < c0 + w.shape[0])] - c0
+        if local.numel():
+            z[:, local] = float("-inf")
+    return z
+
+
+def _gumbel_chunk_argmax(
+    z: torch.Tensor, m_new: torch.Tensor, keys: torch.Tensor, c0: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max and first argmax of ``z + gumbel`` over a chunk, hashing only tokens that can win.
+
+    Candidates are tokens within ``GUMBEL_MARGIN`` of the running max; the rest are provably
+    beaten, so the result equals the dense computation while a peaked row hashes a few tokens.
+    """
+    cand = z >= (m_new - GUMBEL_MARGIN)[:, None]
+    n_cand = int(cand.sum())
+    if n_cand * 4 >= z.numel():
+        cols = torch.arange(c0, c0 + z.shape[1], device=z.device, dtype=torch.int64)
+        bits = fmix32(cols[None, :] ^ keys[:, None])
+        vals = z + gumbel_from_uniform(((bits >> 9).to(torch.float32) + 0.5) * U_SCALE)
+        return vals.max(dim=1)
+    vals = torch.full_like(z, float("-inf"))
+    if n_cand:
+        r, c = cand.nonzero(as_tuple=True)
+        bits = fmix32((c + c0) ^ keys[r])
+        g = gumbel_from_uniform(((bits >> 9).to(torch.float32) + 0.5) * U_SCALE)
+        vals[r, c] = z[r, c] + g
+    return vals.max(dim=1)
+
+
+def chunked_head(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    temperature: float,
+    softcap: float | None,
+    embed_scale: float,
+    seed: int,
+    banned: torch.Tensor | None = None,
+    soft_eps: float = 0.0,
+    chunk: int = 8192,
+) -> HeadOutput:
+    """Streaming (online-softmax) head in torch; peak extra memory is O(N * chunk + N * D)."""
+    n, d = hidden.shape
+    vocab = weight.shape[0]
+    dev = hidden.device
+    f32 = torch.float32
+    h = hidden.to(weight.dtype)
+    ban = _sorted_banned(banned, vocab, dev)
+    keys = row_keys(seed, torch.arange(n, device=dev)) & MASK32
+    truncated = soft_eps > 0.0
+    topk = min(SOFT_TOPK, vocab)
+
+    m = torch.full((n,), float("-inf"), device=dev, dtype=f32)
+    l_sum = torch.zeros(n, device=dev, dtype=f32)
+    s_sum = torch.zeros(n, device=dev, dtype=f32)
+    best = torch.full((n,), float("-inf"), device=dev, dtype=f32)
+    best_idx = torch.zeros(n, device=dev, dtype=torch.int64)
+    gbest = torch.full((n,), float("-inf"), device=dev, dtype=f32)
+    gbest_idx = torch.zeros(n, device=dev, dtype=torch.int64)
+    acc = None if truncated else torch.zeros(n, d, device=dev, dtype=f32)
+    top_v = torch.empty(n, 0, device=dev, dtype=f32)
+    top_i = torch.empty(n, 0, device=dev, dtype=torch.int64)
+
+    for c0 in range(0, vocab, chunk):
+        w = weight[c0 : c0 + chunk]
+        z = _chunk_logits(h, w, c0, temperature, softcap, ban)
+        cmax, carg = z.max(dim=1)
+        upd = cmax > best
+        best = torch.where(upd, cmax, best)
+        best_idx = torch.where(upd, carg + c0, best_idx)
+        m_new = torch.maximum(m, cmax)
+
+        gmax, garg = _gumbel_chunk_argmax(z, m_new, keys, c0)
+        gupd = gmax > gbest
+        gbest = torch.where(gupd, gmax, gbest)
+        gbest_idx = torch.where(gupd, garg + c0, gbest_idx)
+
+        if truncated:
+            cv, ci = torch.topk(z, min(topk, z.shape[1]), dim=1)
+            top_v, order = torch.topk(torch.cat([top_v, cv], dim=1), min(topk, top_v.shape[1] + cv.shape[1]), dim=1)
+            top_i = torch.gather(torch.cat([top_i, ci + c0], dim=1), 1, order)
+
+        seen = l_sum > 0  # rows with a finite max before this chunk
+        alpha = torch.where(seen, torch.exp(m - m_new), torch.zeros_like(m))
+        delta = torch.where(seen, m - m_new, torch.zeros_like(m))
+        shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        zs = z.sub_(shift[:, None]).clamp_(min=_NEG_BIG)  # z - m, banned ids finite but exp() == 0
+        p = torch.exp(zs)
+        s_sum = alpha * (s_sum + l_sum * delta) + torch.linalg.vecdot(p, zs)
+        l_sum = alpha * l_sum + p.sum(dim=1)
+        if acc is not None:
+            acc.mul_(alpha[:, None])
+            if weight.dtype == f32:
+                acc.addmm_(p, w)
+            else:
+                acc.add_((p.to(weight.dtype) @ w).to(f32))
+        m = m_new
+
+    entropy = torch.log(l_sum) - s_sum / l_sum
+    confidence = 1.0 / l_sum
+    if acc is not None:
+        soft = acc.div_(l_sum[:, None]).mul_(embed_scale)
+    else:
+        soft = _truncated_soft(
+            hidden, weight, top_v, top_i, m, l_sum, soft_eps, temperature, softcap, ban, chunk
+        ).mul_(embed_scale)
+    return HeadOutput(
+        argmax=best_idx,
+        sample=gbest_idx,
+        entropy=entropy,
+        confidence=confidence,
+        soft_embedding=soft.to(weight.dtype),
+    )
+
+
+def _truncated_soft(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    top_v: torch.Tensor,
+    top_i: torch.Tensor,
+    m: torch.Tensor,
+    l_sum: torch.Tensor,
+    soft_eps: float,
+    temperature: float,
+    softcap: float | None,
+    ban: torch.Tensor | None,
+    chunk: int,
+) -> torch.Tensor:
+    """softmax(z) @ E (unscaled, float32) from the top-K, exact for rows the top-K does not cover."""
+    f32 = torch.float32
+    p_top = torch.exp(top_v - m[:, None]) / l_sum[:, None]  # sorted descending
+    cum = torch.cumsum(p_top, dim=1)
+    keep = (cum - p_top) < (1.0 - soft_eps)
+    covered = cum[:, -1] >= (1.0 - soft_eps)
+    wts = torch.where(keep, p_top, torch.zeros_like(p_top))
+    wts = wts / wts.sum(dim=1, keepdim=True)
+    soft = torch.nn.functional.embedding_bag(
+        top_i, weight, per_sample_weights=wts.to(weight.dtype), mode="sum"
+    ).to(f32)
+    rows = torch.nonzero(~covered, as_tuple=True)[0]
+    if rows.numel():
+        soft[rows] = _exact_soft_rows(hidden[rows], weight, m[rows], l_sum[rows], temperature, softcap, ban, chunk)
+    return soft
+
+
+def _exact_soft_rows(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    m: torch.Tensor,
+    l_sum: torch.Tensor,
+    temperature: float,
+    softcap: float | None,
+    ban: torch.Tensor | None,
+    chunk: int,
+) -> torch.Tensor:
+    """Second pass for fallback rows: m and l are final, so no rescaling is needed."""
+    h = hidden.to(weight.dtype)
+    acc = torch.zeros(h.shape[0], h.shape[1], device=h.device, dtype=torch.float32)
+    for c0 in range(0, weight.shape[0], chunk):
+        w = weight[c0 : c0 + chunk]
+        z = _chunk_logits(h, w, c0, temperature, softcap, ban)
+        p = torch.exp(z.sub_(m[:, None])).div_(l_sum[:, None])
+        acc.add_((p.to(weight.dtype) @ w).to(torch.float32))
+    return acc

@@ -1,0 +1,100 @@
+"""Counter-based Gumbel noise shared by every diffusion-head implementation.
+
+Sampling uses Gumbel-max: ``sample = argmax(z + g)`` with ``g = -log(-log(u))``. If each
+implementation drew ``u`` from its own RNG, the reference, the chunked torch path and the
+Triton kernel would sample different tokens. Instead ``u`` is a pure function of
+``(seed, row, col)``: a murmur3 ``fmix32`` finalizer applied twice,
+
+    row_key = fmix32(row XOR seed_key)          seed_key = fmix32(lo32(seed) XOR fmix32(hi32(seed)))
+    bits    = fmix32(col XOR row_key)
+    u       = ((bits >> 9) + 0.5) * 2**-23       (exact in float32, strictly inside (0, 1))
+
+so any tile ``[rows, col_start:col_end]`` can be produced on its own and every tiling of the
+vocabulary sees the same numbers. Torch computes it in int64 with 32-bit masking (multiplies are
+split into 16-bit halves so nothing overflows); Triton computes it in uint32, where wrap-around
+is the mask. 23 bits of ``u`` keep ``1 - 2**-24`` (the largest value) representable, so
+``-log(u)`` is never 0 and ``g`` is always finite: ``g`` lies in [-2.82, 16.6].
+"""
+
+from __future__ import annotations
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+FMIX_C1 = 0x85EBCA6B
+FMIX_C2 = 0xC2B2AE35
+U_SCALE = 2.0**-23
+# Bounds of g over all possible u: useful to prove a token can never win the Gumbel race.
+GUMBEL_MIN = -2.8134
+GUMBEL_MAX = 16.6356
+
+
+def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:
+    """Low 32 bits of ``h * c`` for ``0 <= h < 2**32`` without int64 overflow."""
+    lo = h * (c & 0xFFFF)
+    hi = ((h * (c >> 16)) & 0xFFFF) << 16
+    return (lo + hi) & MASK32
+
+
+def fmix32(h: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finalizer on an int64 tensor holding values in [0, 2**32)."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, FMIX_C1)
+    h = h ^ (h >> 13)
+    h = _mul32(h, FMIX_C2)
+    return h ^ (h >> 16)
+
+
+def fmix32_int(h: int) -> int:
+    """Scalar ``fmix32`` on a Python int (used for per-call keys passed to kernels)."""
+    h &= MASK32
+    h ^= h >> 16
+    h = (h * FMIX_C1) & MASK32
+    h ^= h >> 13
+    h = (h * FMIX_C2) & MASK32
+    return h ^ (h >> 16)
+
+
+def seed_key(seed: int) -> int:
+    """Fold a (possibly 64-bit or negative) seed into the 32-bit key the hash starts from."""
+    s = seed & 0xFFFFFFFFFFFFFFFF
+    return fmix32_int((s & MASK32) ^ fmix32_int(s >> 32))
+
+
+def row_keys(seed: int, rows: torch.Tensor) -> torch.Tensor:
+    """Per-row 32-bit keys (int64 tensor) for global row indices ``rows``."""
+    return fmix32((rows.to(torch.int64) & MASK32) ^ seed_key(seed))
+
+
+def uniform(seed: int, row: torch.Tensor | int, col: torch.Tensor | int) -> torch.Tensor:
+    """Deterministic u in (0, 1), float32, broadcast over ``row`` and ``col`` index tensors."""
+    row_t = torch.as_tensor(row, dtype=torch.int64)
+    col_t = torch.as_tensor(col, dtype=torch.int64)
+    bits = fmix32((col_t & MASK32) ^ row_keys(seed, row_t))
+    return ((bits >> 9).to(torch.float32) + 0.5) * U_SCALE
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel variates from uniforms (float32)."""
+    return -torch.log(-torch.log(u))
+
+
+def gumbel_tile(
+    seed: int,
+    row_start: int,
+    n_rows: int,
+    col_start: int,
+    col_end: int,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Gumbel noise for rows ``[row_start, row_start+n_rows)`` x cols ``[col_start, col_end)``.
+
+    The reference calls it once for the whole ``[N, V]``; the chunked path calls it per chunk and
+    gets the same numbers.
+    """
+    rows = torch.arange(row_start, row_start + n_rows, device=device, dtype=torch.int64)
+    cols = torch.arange(col_start, col_end, device=device, dtype=torch.int64)
+    keys = row_keys(seed, rows)
+    bits = fmix32(cols[None, :] ^ keys[:, None])
+    u = ((bits >> 9).to(torch.float32) + 0.5) * U_SCALE
+    return gumbel_from_uniform(u)

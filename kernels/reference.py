@@ -1,0 +1,61 @@
+"""Plain-torch ground truth for the fused diffusion head.
+
+It materializes the ``[N, V]`` logits on purpose: every step is the obvious torch call, so the
+chunked and Triton paths can be checked against it. Numerics follow the stock
+``DiffusionGemmaForBlockDiffusion``: the lm_head matmul runs in the weight dtype (a bf16 model
+gets bf16 logits), everything after it runs in float32, and the soft embedding multiplies
+probabilities cast to the weight dtype by the weight, as the model's self-conditioning does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .noise import gumbel_tile
+
+
+def reference_logits(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    temperature: float,
+    softcap: float | None,
+    banned: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``z = softcap(hidden @ weight.T) / temperature`` in float32, banned ids set to -inf."""
+    logits = (hidden.to(weight.dtype) @ weight.T).to(torch.float32)
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    z = logits / temperature
+    if banned is not None and banned.numel() > 0:
+        z[:, banned.to(z.device)] = float("-inf")
+    return z
+
+
+def reference_head(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    temperature: float,
+    softcap: float | None,
+    embed_scale: float,
+    seed: int,
+    banned: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """All head outputs from full logits: argmax, Gumbel-max sample, entropy, confidence, soft embedding."""
+    z = reference_logits(hidden, weight, temperature=temperature, softcap=softcap, banned=banned)
+    n, v = z.shape
+    noise = gumbel_tile(seed, 0, n, 0, v, device=z.device)
+    sample = torch.argmax(z + noise, dim=-1)
+    argmax = torch.argmax(z, dim=-1)
+    entropy = torch.distributions.Categorical(logits=z).entropy().to(torch.float32)
+    probs = torch.softmax(z, dim=-1)
+    confidence = probs.max(dim=-1).values
+    soft = (probs.to(weight.dtype) @ weight) * embed_scale
+    return {
+        "argmax": argmax,
+        "sample": sample,
+        "entropy": entropy,
+        "confidence": confidence,
+        "soft_embedding": soft.to(weight.dtype),
+    }
