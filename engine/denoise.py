@@ -1,0 +1,236 @@
+"""The denoising loop as small step functions, following DiffusionGemma's own `generate()`.
+
+Per step: decoder forward -> logits / temperature (linear schedule t_max -> t_min) -> sample ->
+entropy-bound acceptance -> re-noise what was not accepted -> stop when the argmax canvas is
+stable and the mean entropy is below the confidence threshold. Clamped canvas positions (the
+pinned suffix) get a one-hot logits override, so they are always accepted and never re-noised.
+
+Two heads produce the per-step numbers: "reference" (the model's own forward, full logits: it
+reproduces `generate()` token for token) and "fused" (decoder hidden states + the fused
+diffusion head from kernels/, which never materializes [canvas, vocab] logits).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .canvas import CLAMP_LOGIT_FLOOR, clamp_logits
+
+
+@dataclass(frozen=True)
+class DenoiseSettings:
+    """The sampler's knobs, defaulting to the model's generation_config."""
+
+    steps: int = 48
+    entropy_bound: float = 0.1
+    t_min: float = 0.4
+    t_max: float = 0.8
+    stability: int = 1
+    confidence: float = 0.005
+
+    @classmethod
+    def from_model(cls, model, steps: int | None = None) -> DenoiseSettings:
+        from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
+            DiffusionGemmaGenerationConfig,
+        )
+
+        gen = getattr(model, "generation_config", None)
+        defaults = DiffusionGemmaGenerationConfig._get_default_generation_params()
+
+        def pick(name):
+            value = getattr(gen, name, None) if gen is not None else None
+            return defaults[name] if value is None else value
+
+        sampler = pick("sampler_config")
+        bound = sampler.entropy_bound if hasattr(sampler, "entropy_bound") else sampler["entropy_bound"]
+        return cls(
+            steps=int(steps or pick("max_denoising_steps")), entropy_bound=float(bound),
+            t_min=float(pick("t_min")), t_max=float(pick("t_max")),
+            stability=int(pick("stability_threshold")), confidence=float(pick("confidence_threshold")),
+        )
+
+    def temperature(self, remaining: int) -> float:
+        """Temperature at a step; `remaining` counts down from `steps` to 1, as in generate()."""
+        return self.t_min + (self.t_max - self.t_min) * (remaining / self.steps)
+
+
+@dataclass
+class StepOutput:
+    """What one decoder pass yields for every canvas position."""
+
+    sample: torch.LongTensor  # [B, C]
+    argmax: torch.LongTensor  # [B, C]
+    entropy: torch.Tensor  # [B, C] float32
+    confidence: torch.Tensor  # [B, C] float32, probability of the argmax token
+    self_cond: torch.Tensor  # next step's self-conditioning input (logits or soft embeddings)
+
+
+@dataclass
+class DenoiseOutcome:
+    """The final argmax canvas, per-position confidence and the work done."""
+
+    canvas: torch.LongTensor  # [B, C]
+    confidence: torch.Tensor  # [B, C]
+    span_entropy: torch.Tensor  # [B] mean entropy over span positions at the last step
+    steps: int
+    forwards: int
+    cancelled: bool
+
+
+def accept_mask(entropy: torch.Tensor, bound: float) -> torch.BoolTensor:
+    """Entropy-bound acceptance: the lowest-entropy tokens while cumsum(entropy) - max <= bound."""
+    sorted_entropy, order = torch.sort(entropy, dim=-1, descending=False)
+    selected = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= bound
+    return torch.scatter(torch.zeros_like(selected), -1, order, selected)
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits), computed as torch.distributions.Categorical does."""
+    return torch.distributions.Categorical(logits=logits).entropy()
+
+
+class StableAndConfident:
+    """Stop when the argmax canvas repeated `stability` times and mean span entropy < threshold."""
+
+    def __init__(self, stability: int, confidence: float):
+        self.stability = stability
+        self.confidence = confidence
+        self.history: torch.Tensor | None = None
+
+    def __call__(self, argmax: torch.LongTensor, span_entropy: torch.Tensor) -> torch.BoolTensor:
+        if self.stability == 0:
+            stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
+        else:
+            if self.history is None:
+                self.history = torch.full((self.stability, *argmax.shape), -1, dtype=argmax.dtype, device=argmax.device)
+            stable = (self.history == argmax[None]).all(dim=-1).all(dim=0)
+            self.history = torch.roll(self.history, shifts=-1, dims=0)
+            self.history[-1] = argmax
+        return stable & (span_entropy < self.confidence)
+
+
+def reference_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned,
+                   generator) -> StepOutput:
+    """One decoder pass through the model's own forward (materializes float32 logits)."""
+    logits = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=self_cond,
+                   decoder_position_ids=positions).logits
+    processed = logits / temperature
+    if banned is not None:
+        processed[:, :, banned] = CLAMP_LOGIT_FLOOR
+    if clamped.any():
+        processed = clamp_logits(processed, template.expand_as(canvas), clamped)
+    probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+    batch, length = canvas.shape
+    sample = torch.multinomial(probs.view(-1, probs.shape[-1]), num_samples=1, generator=generator)
+    sample = sample.view(batch, length)
+    argmax = torch.argmax(processed, dim=-1)
+    confidence = probs.gather(-1, argmax.unsqueeze(-1)).squeeze(-1)
+    entropy = categorical_entropy(processed)
+    embed_dtype = model.model.decoder.embed_tokens.weight.dtype
+    return StepOutput(sample, argmax, entropy, confidence, processed.to(embed_dtype))
+
+
+def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Tensor:
+    """The decoder's last hidden states, taking the self-conditioning soft embedding directly.
+
+    Mirrors `DiffusionGemmaDecoderModel.forward` with the soft embedding computed outside (by the
+    fused head) instead of from [canvas, vocab] logits.
+    """
+    decoder = model.model.decoder
+    embeds = decoder.embed_tokens(canvas)
+    soft = soft_embedding.to(embeds.dtype) if soft_embedding is not None else torch.zeros_like(embeds)
+    hidden = decoder.self_conditioning(embeds, soft)
+    rope = {kind: decoder.rotary_emb(hidden, positions, kind) for kind in decoder.unique_layer_types}
+    layer_types = decoder.text_config.layer_types
+    for i, layer in enumerate(decoder.layers[: decoder.text_config.num_hidden_layers]):
+        hidden = layer(hidden, position_embeddings=rope[layer_types[i]], attention_mask=None,
+                       position_ids=positions, past_key_values=cache)
+    return decoder.norm(hidden)
+
+
+def fused_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned, generator,
+               impl: str = "auto", soft_eps: float = 0.0) -> StepOutput:
+    """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept."""
+    from ..kernels.diffusion_head import diffusion_head
+
+    hidden = decoder_hidden(model, canvas, cache, positions, self_cond)
+    batch, length, dim = hidden.shape
+    weight = model.lm_head.weight
+    scale = float(model.model.decoder.embed_tokens.scalar_embed_scale)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    out = diffusion_head(hidden.reshape(-1, dim), weight, temperature=temperature,
+                         softcap=model.final_logit_softcapping, embed_scale=scale, seed=seed,
+                         banned=banned, soft_eps=soft_eps, impl=impl)
+    sample, argmax = out.sample.view(batch, length), out.argmax.view(batch, length)
+    entropy, confidence = out.entropy.view(batch, length), out.confidence.view(batch, length)
+    soft = out.soft_embedding.view(batch, length, dim)
+    if clamped.any():
+        tokens = template.expand_as(canvas)
+        mask = clamped.expand_as(canvas)
+        sample = torch.where(mask, tokens, sample)
+        argmax = torch.where(mask, tokens, argmax)
+        entropy = entropy.masked_fill(mask, 0.0)
+        confidence = confidence.masked_fill(mask, 1.0)
+        pinned = weight[tokens] * scale
+        soft = torch.where(mask.unsqueeze(-1), pinned.to(soft.dtype), soft)
+    return StepOutput(sample, argmax, entropy, confidence, soft)
+
+
+StepFn = Callable[..., StepOutput]
+
+
+def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTensor, clamped: torch.BoolTensor,
+            settings: DenoiseSettings, step_fn: StepFn, vocab_size: int, *, batch: int = 1,
+            start: torch.LongTensor | None = None, banned: list[int] | None = None,
+            generator: torch.Generator | None = None, cancel: threading.Event | None = None,
+            on_step: Callable[[torch.LongTensor], None] | None = None) -> DenoiseOutcome:
+    """Denoise a canvas; `template` holds clamped tokens, `start` optionally seeds span positions.
+
+    `template` and `clamped` are [C] (or [B, C] for template); span positions start as uniform
+    noise (or `start`). Cancellation is checked before every decoder pass.
+    """
+    device = template.device
+    length = template.shape[-1]
+    template = template.expand(batch, length)
+    noise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
+    canvas = torch.where(clamped, template, noise if start is None else start.expand(batch, length))
+    banned_t = torch.tensor(banned, device=device) if banned else None
+    span = ~clamped
+    stop = StableAndConfident(settings.stability, settings.confidence)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    argmax, self_cond = canvas, None
+    confidence = torch.zeros(batch, length, device=device)
+    span_entropy = torch.full((batch,), float("inf"), device=device)
+    steps = forwards = 0
+    for remaining in reversed(range(1, settings.steps + 1)):
+        if cancel is not None and cancel.is_set():
+            return DenoiseOutcome(argmax, confidence, span_entropy, steps, forwards, True)
+        out = step_fn(model, canvas, cache, positions, self_cond, settings.temperature(remaining), template,
+                      clamped, banned_t, generator)
+        steps += 1
+        forwards += int((~finished).sum())
+        accepted = accept_mask(out.entropy, settings.entropy_bound)
+        kept = torch.where(accepted, out.sample, canvas)
+        renoise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
+        new_canvas = torch.where(~accepted, renoise, kept)
+        new_argmax, step_cond = out.argmax, out.self_cond
+        step_entropy = out.entropy.mean(-1) if not clamped.any() else out.entropy[:, span].mean(-1)
+        if finished.any():
+            new_argmax = torch.where(finished[:, None], argmax, new_argmax)
+            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
+            rows = finished.view(-1, *([1] * (step_cond.dim() - 1)))
+            step_cond = torch.where(rows, self_cond, step_cond)
+            step_entropy = torch.where(finished, span_entropy, step_entropy)
+            out.confidence = torch.where(finished[:, None], confidence, out.confidence)
+        finished |= stop(new_argmax, step_entropy)
+        canvas, argmax, self_cond = new_canvas, new_argmax, step_cond
+        confidence, span_entropy = out.confidence, step_entropy
+        if on_step is not None:
+            on_step(argmax)
+        if bool(finished.all()):
+            break
+    return DenoiseOutcome(argmax, confidence, span_entropy, steps, forwards, False)

@@ -1,0 +1,220 @@
+"""Engine: (prefix, span, suffix) -> infill, thread-safe, cancellable, with a per-document prefix cache."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+import torch
+from transformers import DynamicCache
+
+from .canvas import SpecialTokens, build_canvas, encoder_ids, span_tokens
+from .denoise import DenoiseSettings, denoise, fused_step, reference_step
+from .loading import load_model
+from .prefix_cache import PrefixCache, PrefixEntry
+from .types import EngineError, InfillRequest, InfillResult, InfillStats
+
+MIN_SUFFIX_ROOM = 8
+SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
+HEADS = ("auto", "reference", "fused", "chunked", "triton")
+
+
+class Engine:
+    """The resident model. One request denoises at a time; any thread may call `infill`."""
+
+    def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
+                 cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
+                 soft_eps: float = 0.0):
+        if head not in HEADS:
+            raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
+        loaded = load_model(model, device=device, dtype=dtype)
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.path, self.name = loaded.path, loaded.name
+        self.device, self.dtype = loaded.device, loaded.dtype
+        self.config = self.model.config
+        self.text_config = self.config.get_text_config()
+        self.special = SpecialTokens.from_config(self.config)
+        self.vocab_size = int(self.text_config.vocab_size)
+        self.canvas_length = int(self.config.canvas_length or 256)
+        context = int(self.text_config.max_position_embeddings) - self.canvas_length
+        self.max_prefix_tokens = min(context, max_prefix_tokens) if max_prefix_tokens else context
+        self.cache = PrefixCache(cache_mb)
+        self.head = head
+        self.soft_eps = soft_eps
+        self._lock = threading.Lock()
+
+    # ----- public API -------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        params = sum(p.numel() for p in self.model.parameters())
+        return {"model": self.name, "path": str(self.path), "device": self.device, "dtype": self.dtype,
+                "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
+                "filler_token": self.special.fill is not None, "head": self._head_name(),
+                "max_prefix_tokens": self.max_prefix_tokens}
+
+    def forget(self, doc_id: str) -> None:
+        self.cache.forget(doc_id)
+
+    def close(self) -> None:
+        self.cache.clear()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def infill(self, req: InfillRequest, cancel: threading.Event | None = None) -> InfillResult:
+        """Infill one span. Blocks; returns status "cancelled" (with the best draft) when `cancel` is set."""
+        queued = time.perf_counter()
+        while not self._lock.acquire(timeout=0.02):
+            if cancel is not None and cancel.is_set():
+                return InfillResult(text="", status="cancelled", stats=InfillStats(queue_ms=_ms(queued)))
+        try:
+            stats = InfillStats(queue_ms=_ms(queued), head=self._head_name())
+            with torch.inference_mode():
+                return self._infill(req, cancel, stats)
+        finally:
+            self._lock.release()
+
+    # ----- the pieces -------------------------------------------------------------------------
+
+    def _head_name(self) -> str:
+        if self.head != "auto":
+            return self.head
+        return "triton" if self.device.startswith("cuda") and _triton_available() else "chunked"
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
+        """Tokenize the prefix; if too long for the context, cut whole lines from the left."""
+        room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
+        ids = self._encode(prefix)
+        cut_lines = 0
+        while len(ids) > room:
+            enc = self.tokenizer(prefix, add_special_tokens=False, return_offsets_mapping=True)
+            over = len(enc["input_ids"]) - room
+            char = enc["offset_mapping"][over][0]
+            newline = prefix.find("\n", char)
+            cut_at = newline + 1 if newline != -1 else len(prefix)
+            cut_lines += prefix.count("\n", 0, cut_at)
+            prefix = prefix[cut_at:]
+            ids = self._encode(prefix)
+        return ids, cut_lines
+
+    def _suffix_ids(self, suffix: str, room: int) -> list[int]:
+        head = suffix[: room * SUFFIX_CHARS_PER_TOKEN + 1]
+        ids = self._encode(head)
+        if len(head) < len(suffix) and len(ids) <= room:
+            ids = self._encode(suffix)  # a rare suffix of very long tokens: take it whole
+        return ids
+
+    def _budget(self, req: InfillRequest, span_ids: list[int]) -> int:
+        wanted = req.max_tokens or (16 if req.single_line else 32)
+        if span_ids:
+            wanted = max(wanted, len(span_ids) + 4)
+        return max(1, min(wanted, self.canvas_length - MIN_SUFFIX_ROOM))
+
+    def _encode_prefix(self, ids: list[int], doc_id: str | None, stats: InfillStats) -> DynamicCache:
+        """Encode the prompt, reusing the document's cached keys/values for the common token prefix."""
+        entry, common = self.cache.lookup(doc_id, ids)
+        if entry is not None and common == len(ids):
+            keys = [k[:, :, :common] for k in entry.keys]
+            values = [v[:, :, :common] for v in entry.values]
+            stats.prefix_tokens_reused, stats.prefix_tokens_encoded = common, 0
+            return DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)), config=self.text_config)
+        cache = DynamicCache(config=self.text_config)
+        for layer in cache.layers:
+            if getattr(layer, "is_sliding", False):
+                layer.activate_past_recording()  # keep full history so later requests can roll back
+        if entry is not None and common > 0:
+            for i, layer in enumerate(cache.layers):
+                layer.update(entry.keys[i][:, :, :common], entry.values[i][:, :, :common])
+        new = torch.tensor([ids[common:]], device=self.device)
+        positions = torch.arange(common, len(ids), device=self.device).unsqueeze(0)
+        self.model.model.encoder(input_ids=new, past_key_values=cache, position_ids=positions, use_cache=True)
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
+        stats.prefix_tokens_reused, stats.prefix_tokens_encoded = common, len(ids) - common
+        # The decoder's view: sliding layers see only their window, exactly as after generate()'s encoder.
+        return DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)), config=self.text_config)
+
+    def _step_fn(self):
+        head = self._head_name()
+        if head == "reference":
+            return reference_step
+        impl = "chunked" if head == "fused" and not self.device.startswith("cuda") else head
+        impl = "auto" if impl == "fused" else impl
+        return functools.partial(fused_step, impl=impl, soft_eps=self.soft_eps)
+
+    def _infill(self, req: InfillRequest, cancel: threading.Event | None, stats: InfillStats) -> InfillResult:
+        start = time.perf_counter()
+        prefix_ids, stats.prefix_cut_lines = self._fit_prefix(req.prefix)
+        prompt = encoder_ids(prefix_ids, self.special) or [self.special.pad]
+        span_ids = self._encode(req.span) if req.span else []
+        budget = self._budget(req, span_ids)
+        room = self.canvas_length - budget
+        suffix_ids = self._suffix_ids(req.suffix, room)
+        fill = self.special.fill is not None
+        layout = build_canvas(budget, suffix_ids, self.canvas_length if fill else budget + min(room, len(suffix_ids) + 1),
+                              self.special, pad_to_length=True)
+        stats.prefix_tokens, stats.span_budget = len(prompt), budget
+        stats.suffix_tokens, stats.suffix_cut = layout.suffix_tokens, layout.suffix_cut
+        stats.canvas_length = int(layout.ids.numel())
+
+        cache = self._encode_prefix(prompt, req.doc_id, stats)
+        t_enc = time.perf_counter()
+        stats.encode_ms = (t_enc - start) * 1000
+
+        settings = DenoiseSettings.from_model(self.model, req.steps)
+        generator = torch.Generator(device=self.device).manual_seed(req.seed if req.seed is not None else 0)
+        template = layout.ids.to(self.device)
+        clamped = layout.clamped.to(self.device)
+        seeded = None
+        if req.span and req.seed_with_span:
+            seed_layout = build_canvas(budget, suffix_ids, int(template.numel()), self.special,
+                                       middle_ids=span_ids[:budget], pad_to_length=True)
+            seeded = seed_layout.ids.to(self.device)
+        positions = torch.arange(len(prompt), len(prompt) + template.numel(), device=self.device).unsqueeze(0)
+
+        def on_step(argmax: torch.LongTensor) -> None:
+            if req.on_draft is not None:
+                req.on_draft(self._decode_span(argmax[0].tolist(), budget))
+
+        outcome = denoise(self.model, cache, positions, template, clamped, settings, self._step_fn(),
+                          self.vocab_size, start=seeded, banned=self.special.banned_in_span(),
+                          generator=generator, cancel=cancel, on_step=on_step if req.on_draft else None)
+        t_den = time.perf_counter()
+        stats.denoise_ms = (t_den - t_enc) * 1000
+        stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards
+
+        tokens = span_tokens(outcome.canvas[0].tolist(), budget, self.special)
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+        if req.single_line:
+            text = text.split("\n", 1)[0]
+        confidence = outcome.confidence[0, : len(tokens)].tolist()
+        stats.span_tokens = len(tokens)
+        stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
+        stats.post_ms = _ms(t_den)
+        stats.total_ms = _ms(start)
+        pieces = self.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
+        status = "cancelled" if outcome.cancelled else "ok"
+        return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
+
+    def _decode_span(self, canvas: list[int], budget: int) -> str:
+        tokens = span_tokens(canvas, budget, self.special)
+        return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
+
+
+@functools.cache
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
