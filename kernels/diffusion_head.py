@@ -70,7 +70,9 @@ def diffusion_head(
     embedding (see module docstring); the reference path ignores it.
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, D] and [V, D]")
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, D] and [V, D]"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")
     if not 0.0 <= soft_eps < 1.0:
@@ -228,7 +230,9 @@ def chunked_head(
 
         if truncated:
             cv, ci = torch.topk(z, min(topk, z.shape[1]), dim=1)
-            top_v, order = torch.topk(torch.cat([top_v, cv], dim=1), min(topk, top_v.shape[1] + cv.shape[1]), dim=1)
+            top_v, order = torch.topk(
+                torch.cat([top_v, cv], dim=1), min(topk, top_v.shape[1] + cv.shape[1]), dim=1
+            )
             top_i = torch.gather(torch.cat([top_i, ci + c0], dim=1), 1, order)
 
         seen = l_sum > 0  # rows with a finite max before this chunk
@@ -290,7 +294,9 @@ def _truncated_soft(
     ).to(f32)
     rows = torch.nonzero(~covered, as_tuple=True)[0]
     if rows.numel():
-        soft[rows] = _exact_soft_rows(hidden[rows], weight, m[rows], l_sum[rows], temperature, softcap, ban, chunk)
+        soft[rows] = _exact_soft_rows(
+            hidden[rows], weight, m[rows], l_sum[rows], temperature, softcap, ban, chunk
+        )
     return soft
 
 
