@@ -1,0 +1,95 @@
+"""Typed settings, read from `initializationOptions` and `workspace/didChangeConfiguration`.
+
+Clients send camelCase keys under a "dgls" section (or the section's content directly); unknown
+keys and values of the wrong type are ignored with a warning instead of failing the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+SECTION = "dgls"
+LOG_LEVELS = {"off": logging.CRITICAL + 10, "error": logging.ERROR, "warning": logging.WARNING,
+              "info": logging.INFO, "debug": logging.DEBUG}
+
+# camelCase (as clients send it) -> field name, expected type(s), bounds for numbers.
+_KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
+    "model": ("model", (str,), None),
+    "device": ("device", (str,), None),
+    "dtype": ("dtype", (str,), None),
+    "maxSpanTokens": ("max_span_tokens", (int,), (1, 4096)),
+    "steps": ("steps", (int,), (1, 1024)),
+    "debounceMs": ("debounce_ms", (int, float), (0, 10_000)),
+    "logLevel": ("log_level", (str,), None),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One client's settings; `model`/`device`/`dtype` select the shared engine (None: default)."""
+
+    model: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    max_span_tokens: int = 48
+    steps: int | None = None
+    debounce_ms: float = 150
+    log_level: str = "info"
+
+    @property
+    def engine_key(self) -> tuple[str | None, str | None, str | None]:
+        """What identifies a loaded engine: changing any of these reloads it."""
+        return (self.model, self.device, self.dtype)
+
+    @property
+    def log_level_no(self) -> int:
+        return LOG_LEVELS.get(self.log_level, logging.INFO)
+
+    def merged(self, data: Any) -> tuple[Settings, list[str]]:
+        """These settings updated from a client payload; also returns one warning per bad entry."""
+        section = section_of(data)
+        if section is None:
+            return self, []
+        changes: dict[str, Any] = {}
+        problems: list[str] = []
+        for key, value in section.items():
+            spec = _KEYS.get(key)
+            if spec is None:
+                problems.append(f"unknown setting dgls.{key} (ignored)")
+                continue
+            name, kinds, bounds = spec
+            if value is None or value == "":
+                changes[name] = _default(name)
+                continue
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                problems.append(f"dgls.{key} should be {kinds[0].__name__}, got {value!r} (ignored)")
+                continue
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                problems.append(f"dgls.{key}={value!r} is outside {bounds[0]}..{bounds[1]} (ignored)")
+                continue
+            if name == "log_level" and value.lower() not in LOG_LEVELS:
+                problems.append(f"dgls.logLevel must be one of {', '.join(LOG_LEVELS)} (ignored)")
+                continue
+            changes[name] = value.lower() if name == "log_level" else value
+        return replace(self, **changes), problems
+
+
+def section_of(data: Any) -> dict[str, Any] | None:
+    """The "dgls" section of a settings payload, whether nested under "dgls" or sent bare."""
+    if not isinstance(data, dict):
+        return None
+    inner = data.get(SECTION)
+    if isinstance(inner, dict):
+        return inner
+    if any(key in _KEYS for key in data):
+        return data
+    return None
+
+
+def _default(name: str) -> Any:
+    for f in fields(Settings):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
