@@ -1,0 +1,162 @@
+"""Engine tests on a real tiny random-weight DiffusionGemma (sliding + full attention, MoE)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from dgls.engine import Engine, InfillRequest
+from dgls.engine.canvas import SpecialTokens, build_canvas, span_tokens
+from dgls.engine.denoise import DenoiseSettings, denoise, reference_step
+from dgls.engine.loading import load_model
+from transformers import DynamicCache
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return Engine(str(tiny_model_dir), head="reference")
+
+
+def _generate_style_eos_padding(tokens: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
+    """generate() replaces everything after the first eos of a canvas with pad; do the same."""
+    is_eos = tokens == eos
+    count = is_eos.cumsum(-1)
+    return torch.where((count > 0) & ~((count == 1) & is_eos), torch.full_like(tokens, pad), tokens)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loop_matches_transformers_generate(tiny_model_dir, seed):
+    """Nothing clamped, same random stream: our loop yields exactly generate()'s tokens."""
+    model = load_model(str(tiny_model_dir)).model
+    vocab, length = model.config.text_config.vocab_size, model.config.canvas_length
+    prompt = torch.randint(4, vocab, (1, 30 + 7 * seed), generator=torch.Generator().manual_seed(seed))
+    n = prompt.shape[1]
+    torch.manual_seed(seed)
+    expected = model.generate(prompt, max_new_tokens=length)
+    torch.manual_seed(seed)
+    cache = DynamicCache(config=model.config.get_text_config())
+    with torch.no_grad():
+        model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
+        out = denoise(model, cache, torch.arange(n, n + length)[None], torch.zeros(length, dtype=torch.long),
+                      torch.zeros(length, dtype=torch.bool), DenoiseSettings.from_model(model), reference_step, vocab)
+    ours = _generate_style_eos_padding(out.canvas, eos=1, pad=0)
+    assert torch.equal(ours, expected.sequences[:, n:])
+    valid = int((ours != 0).sum())
+    assert valid / out.forwards == pytest.approx(float(expected.tokens_per_forward[0]))
+
+
+def test_seeded_runs_are_reproducible(engine):
+    req = InfillRequest(prefix="def f(x):\n    return ", suffix="\n", seed=7)
+    a, b = engine.infill(req), engine.infill(req)
+    assert a.text == b.text and a.confidence == b.confidence
+    c = engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", seed=8))
+    assert c.status == "ok"
+
+
+def test_prefix_cache_reuse_is_exact(engine):
+    """A repeat request re-encodes only the changed tail and gives the same infill as a cold one."""
+    body = "".join(f"value_{i} = compute({i}, 'é')\n" for i in range(40))  # far past the sliding window
+    suffix = "\nprint('done')\n"
+    first = engine.infill(InfillRequest(prefix=body, suffix=suffix, doc_id="doc-a", seed=3))
+    assert first.stats.prefix_tokens_reused == 0
+    edited = body + "x"  # a one-character edit at the end
+    warm = engine.infill(InfillRequest(prefix=edited, suffix=suffix, doc_id="doc-a", seed=3))
+    cold = engine.infill(InfillRequest(prefix=edited, suffix=suffix, seed=3))
+    assert warm.stats.prefix_tokens_encoded <= 2
+    assert warm.stats.prefix_tokens_reused == warm.stats.prefix_tokens - warm.stats.prefix_tokens_encoded
+    assert warm.text == cold.text and warm.confidence == pytest.approx(cold.confidence, rel=1e-4)
+    # an edit in the middle rolls the cache back to the common prefix
+    middle = body.replace("value_20", "other_20")
+    mid = engine.infill(InfillRequest(prefix=middle, suffix=suffix, doc_id="doc-a", seed=3))
+    cold_mid = engine.infill(InfillRequest(prefix=middle, suffix=suffix, seed=3))
+    assert 0 < mid.stats.prefix_tokens_reused < first.stats.prefix_tokens
+    assert mid.text == cold_mid.text
+
+
+def test_prefix_cache_evicts_least_recently_used(tiny_model_dir):
+    eng = Engine(str(tiny_model_dir), head="reference", cache_mb=0.25)
+    text = "x = 1\n" * 60  # ~180 KB of keys/values per document: one fits the cap, two do not
+    for doc in ("a", "b", "c"):
+        eng.infill(InfillRequest(prefix=text + doc, doc_id=doc, steps=1))
+    assert eng.cache.total_bytes() <= eng.cache.cap_bytes
+    assert eng.cache.evictions > 0
+    assert eng.cache.documents()[-1] == "c" and "a" not in eng.cache.documents()
+    again = eng.infill(InfillRequest(prefix=text + "a", doc_id="a", steps=1))
+    assert again.stats.prefix_tokens_reused == 0  # it was evicted
+
+
+def test_long_prefix_is_cut_at_a_line_boundary(tiny_model_dir):
+    eng = Engine(str(tiny_model_dir), head="reference", max_prefix_tokens=200)
+    prefix = "".join(f"line {i}\n" for i in range(100)) + "tail = "
+    res = eng.infill(InfillRequest(prefix=prefix, suffix="\n", steps=2))
+    assert res.stats.prefix_cut_lines > 0
+    assert res.stats.prefix_tokens <= 200
+    kept, _ = eng._fit_prefix(prefix)
+    assert eng.tokenizer.decode(kept).startswith("line ")  # starts at a whole line
+
+
+def test_long_suffix_is_cut_to_the_canvas(engine):
+    res = engine.infill(InfillRequest(prefix="a = ", suffix="b = 2\n" * 500, steps=2))
+    assert res.stats.suffix_cut
+    assert res.stats.suffix_tokens + res.stats.span_budget <= engine.canvas_length
+
+
+@pytest.mark.parametrize("prefix,suffix", [
+    ("", ""), ("", "return 1\n"), ("def f():\n    ", ""), ("s = 'naïve 漢字 🎉'\n", "\n"),
+    ("if x:\r\n    y = 1\r\n", "\r\nz = 2\r\n"), ("\tif (x) {\n\t\t", "\n\t}\n"),
+])
+def test_edge_inputs(engine, prefix, suffix):
+    res = engine.infill(InfillRequest(prefix=prefix, suffix=suffix, steps=3))
+    assert res.status == "ok"
+    assert isinstance(res.text, str)
+    assert len(res.confidence) == res.stats.span_tokens
+    assert all(0.0 <= c <= 1.0 for c in res.confidence)
+
+
+def test_span_never_contains_end_of_sequence(engine):
+    special = engine.special
+    for seed in range(4):
+        res = engine.infill(InfillRequest(prefix="x = ", suffix="", seed=seed, steps=4))
+        ids = engine.tokenizer.convert_tokens_to_ids(res.tokens)
+        assert not set(ids) & set(special.banned_in_span())
+
+
+def test_threads_share_one_engine(engine):
+    reqs = [InfillRequest(prefix=f"item_{i} = ", suffix="\n", seed=i, steps=3) for i in range(4)]
+    sequential = [engine.infill(r).text for r in reqs]
+    results: dict[int, str] = {}
+
+    def work(i):
+        results[i] = engine.infill(reqs[i]).text
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(4)] == sequential
+
+
+def test_cancel_mid_denoise_returns_within_a_step(engine):
+    cancel = threading.Event()
+    drafts: list[str] = []
+
+    def on_draft(text):
+        drafts.append(text)
+        if len(drafts) == 2:
+            cancel.set()
+
+    res = engine.infill(InfillRequest(prefix="def g():\n", steps=40, on_draft=on_draft), cancel=cancel)
+    assert res.status == "cancelled"
+    assert res.stats.steps == 2
+    assert res.text == drafts[-1]  # the best draft so far
+    assert engine.infill(InfillRequest(prefix="ok = ", steps=2)).status == "ok"  # still usable
+
+
+def test_span_tokens_cut_at_filler():
+    special = SpecialTokens(pad=0, eos=(1,), bos=2, fill=3)
+    layout = build_canvas(6, [10, 11], 12, special, middle_ids=[7, 8], pad_to_length=True)
+    assert layout.ids.tolist() == [7, 8, 3, 3, 3, 3, 10, 11, 1, 0, 0, 0]
+    assert layout.clamped.tolist() == [False] * 6 + [True] * 6
+    assert span_tokens(layout.ids.tolist(), 6, special) == [7, 8]
