@@ -24,7 +24,8 @@ FILE_URI = "file:///tmp/dgls-test/example.py"
 def server_command(*args: str) -> list[str]:
     """`dgls serve ...` once the CLI exists, `python -m dgls.server ...` until then."""
     script = os.path.join(os.path.dirname(sys.executable), "dgls")
-    if os.path.exists(script) and os.path.exists(os.path.join(os.path.dirname(__file__), "..", "dgls", "cli.py")):
+    cli = os.path.join(os.path.dirname(__file__), "..", "dgls", "cli.py")
+    if os.path.exists(script) and os.path.exists(cli):
         return [script, "serve", *args]
     return [sys.executable, "-m", "dgls.server", *args]
 
@@ -38,7 +39,8 @@ class RpcError(Exception):
 class LspClient:
     """Speaks LSP over a byte stream pair; `request` returns a Future of the result."""
 
-    def __init__(self, rfile: Any, wfile: Any, proc: subprocess.Popen | None = None, sock: Any = None) -> None:
+    def __init__(self, rfile: Any, wfile: Any, proc: subprocess.Popen | None = None,
+                 sock: Any = None) -> None:
         self.rfile, self.wfile, self.proc, self.sock = rfile, wfile, proc, sock
         self._ids = itertools.count(1)
         self._pending: dict[Any, Future] = {}
@@ -55,9 +57,9 @@ class LspClient:
     # -- constructors -------------------------------------------------------------------------
     @classmethod
     def spawn(cls, *args: str, env: dict | None = None) -> LspClient:
+        stderr = None if os.environ.get("DGLS_TEST_STDERR") else subprocess.DEVNULL
         proc = subprocess.Popen(server_command(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=open(os.devnull, "wb") if not os.environ.get("DGLS_TEST_STDERR") else None,
-                                env={**os.environ, **(env or {})})
+                                stderr=stderr, env={**os.environ, **(env or {})})
         return cls(proc.stdout, proc.stdin, proc=proc)
 
     @classmethod
@@ -118,7 +120,8 @@ class LspClient:
 
     def _dispatch(self, msg: dict) -> None:
         if "method" in msg and "id" in msg:
-            self.send({"jsonrpc": "2.0", "id": msg["id"], "result": self._answer(msg["method"], msg.get("params"))})
+            result = self._answer(msg["method"], msg.get("params"))
+            self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
         elif "method" in msg:
             with self._cond:
                 self.notifications.append((time.monotonic(), msg["method"], msg.get("params")))
@@ -151,7 +154,8 @@ class LspClient:
                    inline: bool = True) -> dict:
         caps: dict[str, Any] = {
             "window": {"workDoneProgress": True},
-            "workspace": {"applyEdit": True, "configuration": True, "workspaceEdit": {"documentChanges": True}},
+            "workspace": {"applyEdit": True, "configuration": True,
+                          "workspaceEdit": {"documentChanges": True}},
             "textDocument": {"completion": {"completionItem": {"snippetSupport": False}}},
         }
         if inline:
@@ -163,10 +167,15 @@ class LspClient:
         self.notify("initialized", {})
         return result
 
-    def wait_for(self, predicate: Any, timeout: float = 60) -> tuple[float, str, Any]:
-        """The first notification (t, method, params) with predicate(method, params) true."""
+    def mark(self) -> int:
+        """A point in the notification stream, for `wait_for(..., since=mark)`."""
+        with self._cond:
+            return len(self.notifications)
+
+    def wait_for(self, predicate: Any, timeout: float = 60, since: int = 0) -> tuple[float, str, Any]:
+        """The first notification (t, method, params) after `since` with predicate(method, params) true."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         with self._cond:
             while True:
                 for item in self.notifications[seen:]:
@@ -178,9 +187,9 @@ class LspClient:
                     raise TimeoutError(f"no matching notification; got {[n[1] for n in self.notifications]}")
                 self._cond.wait(left)
 
-    def wait_status(self, state: str, timeout: float = 120) -> dict:
+    def wait_status(self, state: str, timeout: float = 120, since: int = 0) -> dict:
         """Wait for a `dgls/status` notification with this state."""
-        return self.wait_for(lambda m, p: m == "dgls/status" and p["state"] == state, timeout)[2]
+        return self.wait_for(lambda m, p: m == "dgls/status" and p["state"] == state, timeout, since)[2]
 
     def statuses(self) -> list[str]:
         return [p["state"] for _, m, p in self.notifications if m == "dgls/status"]
