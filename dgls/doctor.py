@@ -1,0 +1,67 @@
+"""`dgls doctor`: what dgls sees of this machine, its model and its grammars, and what to fix."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import platform
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli import add_model_arguments
+
+    add_model_arguments(parser)
+    parser.add_argument("--no-infill", action="store_true", help="skip the test infill")
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def _line(ok: bool, label: str, detail: str) -> bool:
+    print(f"  [{'ok' if ok else '!!'}] {label:<14} {detail}")
+    return ok
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import Engine, EngineError, InfillRequest
+    from .engine.loading import pick_device, resolve_model_dir
+
+    print(f"dgls {_version('dgls')} on Python {platform.python_version()} ({sys.platform}, {platform.machine()})")
+    healthy = True
+    for dist in ("torch", "transformers", "pygls", "lsprotocol", "tree-sitter", "tree-sitter-language-pack",
+                 "safetensors", "tokenizers", "triton"):
+        _line(_version(dist) != "not installed" or dist == "triton", dist, _version(dist))
+    cuda = torch.cuda.is_available()
+    detail = torch.cuda.get_device_name(0) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    _line(True, "device", f"{pick_device(args.device)} ({detail})")
+    try:
+        from tree_sitter_language_pack import get_parser
+
+        parser = get_parser("python")
+        tree = parser.parse(b"def f():\n    return 1\n")
+        healthy &= _line(not tree.root_node.has_error, "grammars", "tree-sitter-language-pack parses Python offline")
+    except Exception as exc:  # any failure here is what doctor exists to report
+        healthy &= _line(False, "grammars", f"{type(exc).__name__}: {exc}")
+    try:
+        path = resolve_model_dir(args.model)
+        started = time.perf_counter()
+        engine = Engine(args.model, device=args.device, dtype=args.dtype)
+        info = engine.info()
+        _line(True, "model", f"{path} ({info['parameters'] / 1e6:.1f}M parameters, {info['dtype']}, "
+                             f"loaded in {time.perf_counter() - started:.1f}s)")
+        if not args.no_infill:
+            res = engine.infill(InfillRequest(prefix="def square(x):\n    return ", suffix="\n", single_line=True))
+            _line(res.status == "ok", "infill", f"{res.text!r} in {res.stats.total_ms:.0f} ms "
+                                                f"({res.stats.steps} steps, head {res.stats.head})")
+    except EngineError as exc:
+        healthy &= _line(False, "model", str(exc))
+    print("all good" if healthy else "some checks failed (see !! above)")
+    return 0 if healthy else 1
