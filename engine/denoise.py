@@ -190,16 +190,19 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
             on_step: Callable[[torch.LongTensor], None] | None = None) -> DenoiseOutcome:
     """Denoise a canvas; `template` holds clamped tokens, `start` optionally seeds span positions.
 
-    `template` and `clamped` are [C] (or [B, C] for template); span positions start as uniform
-    noise (or `start`). Cancellation is checked before every decoder pass.
+    `template` and `clamped` are [C] or [B, C] (one layout per row, e.g. several span budgets);
+    span positions start as uniform noise (or `start`). Cancellation is checked before every
+    decoder pass.
     """
     device = template.device
     length = template.shape[-1]
     template = template.expand(batch, length)
+    clamped = clamped.expand(batch, length)
     noise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
     canvas = torch.where(clamped, template, noise if start is None else start.expand(batch, length))
     banned_t = torch.tensor(banned, device=device) if banned else None
-    span = ~clamped
+    span = (~clamped).float()
+    any_clamped = bool(clamped.any())
     stop = StableAndConfident(settings.stability, settings.confidence)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     argmax, self_cond = canvas, None
@@ -218,7 +221,10 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
         renoise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
         new_canvas = torch.where(~accepted, renoise, kept)
         new_argmax, step_cond = out.argmax, out.self_cond
-        step_entropy = out.entropy.mean(-1) if not clamped.any() else out.entropy[:, span].mean(-1)
+        if any_clamped:
+            step_entropy = (out.entropy * span).sum(-1) / span.sum(-1).clamp(min=1.0)
+        else:
+            step_entropy = out.entropy.mean(-1)
         if finished.any():
             new_argmax = torch.where(finished[:, None], argmax, new_argmax)
             new_canvas = torch.where(finished[:, None], canvas, new_canvas)

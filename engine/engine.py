@@ -9,7 +9,7 @@ import time
 import torch
 from transformers import DynamicCache
 
-from .canvas import SpecialTokens, build_canvas, encoder_ids, span_tokens
+from .canvas import CanvasLayout, SpecialTokens, build_canvas, encoder_ids, span_tokens
 from .denoise import DenoiseSettings, denoise, fused_step, reference_step
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
@@ -154,46 +154,48 @@ class Engine:
         prompt = encoder_ids(prefix_ids, self.special) or [self.special.pad]
         span_ids = self._encode(req.span) if req.span else []
         budget = self._budget(req, span_ids)
-        room = self.canvas_length - budget
-        suffix_ids = self._suffix_ids(req.suffix, room)
-        fill = self.special.fill is not None
-        layout = build_canvas(budget, suffix_ids, self.canvas_length if fill else budget + min(room, len(suffix_ids) + 1),
-                              self.special, pad_to_length=True)
-        stats.prefix_tokens, stats.span_budget = len(prompt), budget
-        stats.suffix_tokens, stats.suffix_cut = layout.suffix_tokens, layout.suffix_cut
-        stats.canvas_length = int(layout.ids.numel())
+        suffix_ids = self._suffix_ids(req.suffix, self.canvas_length - 1)
+        layouts = self._layouts(budget, suffix_ids)
+        stats.prefix_tokens = len(prompt)
+        stats.canvas_length = length = int(layouts[0].ids.numel())
 
         cache = self._encode_prefix(prompt, req.doc_id, stats)
+        if len(layouts) > 1:
+            cache.batch_repeat_interleave(len(layouts))
         t_enc = time.perf_counter()
         stats.encode_ms = (t_enc - start) * 1000
 
         settings = DenoiseSettings.from_model(self.model, req.steps)
         generator = torch.Generator(device=self.device).manual_seed(req.seed if req.seed is not None else 0)
-        template = layout.ids.to(self.device)
-        clamped = layout.clamped.to(self.device)
+        template = torch.stack([lay.ids for lay in layouts]).to(self.device)
+        clamped = torch.stack([lay.clamped for lay in layouts]).to(self.device)
         seeded = None
         if req.span and req.seed_with_span:
-            seed_layout = build_canvas(budget, suffix_ids, int(template.numel()), self.special,
-                                       middle_ids=span_ids[:budget], pad_to_length=True)
-            seeded = seed_layout.ids.to(self.device)
-        positions = torch.arange(len(prompt), len(prompt) + template.numel(), device=self.device).unsqueeze(0)
+            seeded = torch.stack([
+                build_canvas(lay.span_slots, suffix_ids, length, self.special,
+                             middle_ids=span_ids[: lay.span_slots], pad_to_length=True).ids
+                for lay in layouts]).to(self.device)
+        positions = torch.arange(len(prompt), len(prompt) + length, device=self.device).unsqueeze(0)
 
         def on_step(argmax: torch.LongTensor) -> None:
-            if req.on_draft is not None:
-                req.on_draft(self._decode_span(argmax[0].tolist(), budget))
+            req.on_draft(self._decode_span(argmax[-1].tolist(), layouts[-1].span_slots))
 
         outcome = denoise(self.model, cache, positions, template, clamped, settings, self._step_fn(),
-                          self.vocab_size, start=seeded, banned=self.special.banned_in_span(),
-                          generator=generator, cancel=cancel, on_step=on_step if req.on_draft else None)
+                          self.vocab_size, batch=len(layouts), start=seeded,
+                          banned=self.special.banned_in_span(), generator=generator, cancel=cancel,
+                          on_step=on_step if req.on_draft else None)
         t_den = time.perf_counter()
         stats.denoise_ms = (t_den - t_enc) * 1000
         stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards
 
-        tokens = span_tokens(outcome.canvas[0].tolist(), budget, self.special)
+        best = int(torch.argmin(outcome.span_entropy)) if len(layouts) > 1 else 0
+        chosen = layouts[best]
+        stats.span_budget, stats.suffix_tokens, stats.suffix_cut = chosen.span_slots, chosen.suffix_tokens, chosen.suffix_cut
+        tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special)
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
         if req.single_line:
             text = text.split("\n", 1)[0]
-        confidence = outcome.confidence[0, : len(tokens)].tolist()
+        confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
         stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
         stats.post_ms = _ms(t_den)
@@ -201,6 +203,19 @@ class Engine:
         pieces = self.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
         status = "cancelled" if outcome.cancelled else "ok"
         return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
+
+    def _layouts(self, budget: int, suffix_ids: list[int]) -> list[CanvasLayout]:
+        """Canvas layouts to denoise together, one per batch row.
+
+        A model with a filler token gets one canvas of the budget (it fills what it does not
+        need). Without one the right length is unknown: a small batch of budgets is denoised
+        together and the one the model is most certain of (lowest mean span entropy) wins.
+        """
+        if self.special.fill is not None:
+            return [build_canvas(budget, suffix_ids, self.canvas_length, self.special, pad_to_length=True)]
+        budgets = sorted({max(1, budget // 4), max(1, budget // 2), budget})
+        length = min(self.canvas_length, budget + len(suffix_ids) + 1)
+        return [build_canvas(b, suffix_ids, length, self.special, pad_to_length=True) for b in budgets]
 
     def _decode_span(self, canvas: list[int], budget: int) -> str:
         tokens = span_tokens(canvas, budget, self.special)

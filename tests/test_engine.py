@@ -160,3 +160,15 @@ def test_span_tokens_cut_at_filler():
     assert layout.ids.tolist() == [7, 8, 3, 3, 3, 3, 10, 11, 1, 0, 0, 0]
     assert layout.clamped.tolist() == [False] * 6 + [True] * 6
     assert span_tokens(layout.ids.tolist(), 6, special) == [7, 8]
+
+
+def test_model_without_filler_scores_a_batch_of_budgets(tmp_path):
+    """No filler token: several span budgets are denoised together; the most certain one wins."""
+    from dgls.engine.testing import make_tiny_checkpoint
+
+    eng = Engine(str(make_tiny_checkpoint(tmp_path / "nofill", fill=False)), head="reference")
+    assert eng.special.fill is None
+    assert [lay.span_slots for lay in eng._layouts(16, [5, 6, 7])] == [4, 8, 16]
+    res = eng.infill(InfillRequest(prefix="total = ", suffix="\nprint(total)\n", max_tokens=16, steps=4))
+    assert res.status == "ok" and res.stats.span_budget in (4, 8, 16)
+    assert res.stats.span_tokens <= res.stats.span_budget
