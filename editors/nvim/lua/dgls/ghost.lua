@@ -24,6 +24,9 @@ M.ns = api.nvim_create_namespace('dgls.ghost')
 local buffers = {}
 
 local function state(bufnr)
+  if bufnr == 0 then
+    bufnr = api.nvim_get_current_buf()
+  end
   buffers[bufnr] = buffers[bufnr] or {}
   return buffers[bufnr]
 end
@@ -33,10 +36,11 @@ local function cancel(bufnr)
   if st.timer then
     st.timer:stop()
   end
-  if st.request then
-    st.request.client:cancel_request(st.request.id)
-    st.request = nil
+  local req = st.request
+  if req and req.client.requests[req.id] then
+    req.client:cancel_request(req.id)
   end
+  st.request = nil
 end
 
 --- Remove the ghost text (and forget the suggestion).

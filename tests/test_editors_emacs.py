@@ -1,0 +1,77 @@
+"""editors/emacs/dgls.el in a real batch Emacs: eglot connects to `dgls serve` on the tiny model,
+executes the "Complete here" code action and `dgls-infill-selection`, and checks the buffer.
+
+Install (Debian/Ubuntu): `apt-get update && apt-get install -y emacs-nox elpa-eglot`
+(Emacs 29+ has eglot built in).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EMACS_DIR = ROOT / "editors" / "emacs"
+
+SOURCE = """\
+def add(a, b):
+    return \n\n
+def add2(a, b):
+    return a + b
+"""
+
+
+def _emacs() -> str:
+    exe = shutil.which("emacs")
+    if exe is None:
+        pytest.skip("emacs is not installed (apt-get install -y emacs-nox elpa-eglot)")
+    probe = subprocess.run([exe, "--batch", "--eval", "(princ (if (require 'eglot nil t) \"yes\" \"no\"))"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.stdout.strip() != "yes":
+        pytest.skip("eglot is not available in this Emacs (apt-get install -y elpa-eglot, or Emacs >= 29)")
+    return exe
+
+
+def _server_cmd(model: Path) -> list[str]:
+    exe = shutil.which("dgls", path=str(Path(sys.executable).parent)) or shutil.which("dgls")
+    base = [exe] if exe else [sys.executable, "-m", "dgls.cli"]
+    return [*base, "serve", "--model", str(model), "--device", "cpu"]
+
+
+def test_emacs_eglot_code_action_and_infill(tmp_path, tiny_model_dir):
+    exe = _emacs()
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / ".git").mkdir()  # a project root for eglot
+    source = proj / "example.py"
+    source.write_text(SOURCE)
+    cmd = _server_cmd(Path(tiny_model_dir))
+    assert all(" " not in part for part in cmd), "DGLS_SERVER_COMMAND is split on spaces"
+    env = {**os.environ, "DGLS_SERVER_COMMAND": " ".join(cmd), "HOME": str(tmp_path)}
+    start = time.monotonic()
+    done = subprocess.run(
+        [exe, "--batch", "-L", str(EMACS_DIR), "-l", str(EMACS_DIR / "test" / "dgls-e2e.el"), str(source)],
+        capture_output=True, text=True, timeout=85, env=env, cwd=proj)
+    print(f"emacs ran {time.monotonic() - start:.1f}s, exit {done.returncode}")
+    facts = {}
+    for line in done.stdout.splitlines() + done.stderr.splitlines():
+        if line.startswith("DGLS-E2E "):
+            key, _, value = line[len("DGLS-E2E "):].partition(": ")
+            facts[key] = value
+            print(line)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert facts.get("connect") == "ok"
+    assert facts.get("dgls-mode") == "t"
+    assert facts.get("status", "").startswith('("ready"')
+    assert "dgls: Complete here" in facts.get("code-actions", "")
+    for check in ("complete-here-edit-applied", "complete-here-prefix-intact", "complete-here-suffix-intact",
+                  "infill-selection-edit-applied", "infill-selection-prefix-intact",
+                  "infill-selection-suffix-intact"):
+        assert facts.get(check) == "ok", (check, facts)
+    assert facts.get("failures") == "0"
