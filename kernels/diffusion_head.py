@@ -156,28 +156,59 @@ def _chunk_logits(
     return z
 
 
-def _gumbel_chunk_argmax(
-    z: torch.Tensor, m_new: torch.Tensor, keys: torch.Tensor, c0: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max and first argmax of ``z + gumbel`` over a chunk, hashing only tokens that can win.
+class _GumbelRace:
+    """Running Gumbel-max (first index on ties) that hashes only tokens that can still win.
 
-    Candidates are tokens within ``GUMBEL_MARGIN`` of the running max; the rest are provably
-    beaten, so the result equals the dense computation while a peaked row hashes a few tokens.
+    A token can win only if ``z + GUMBEL_MAX >= winner``, and the winner scores at least
+    ``max(m + GUMBEL_MIN, best so far)``. Candidates are kept (row, col, z) and hashed lazily,
+    at the end or when ``budget`` entries pile up, after re-filtering with the newer, higher
+    bound: a peaked row ends up hashing a handful of tokens instead of V. The result equals the
+    dense ``argmax(z + gumbel)``.
     """
-    cand = z >= (m_new - GUMBEL_MARGIN)[:, None]
-    n_cand = int(cand.sum())
-    if n_cand * 4 >= z.numel():
-        cols = torch.arange(c0, c0 + z.shape[1], device=z.device, dtype=torch.int64)
-        bits = fmix32(cols[None, :] ^ keys[:, None])
-        vals = z + gumbel_from_uniform(((bits >> 9).to(torch.float32) + 0.5) * U_SCALE)
-        return vals.max(dim=1)
-    vals = torch.full_like(z, float("-inf"))
-    if n_cand:
-        r, c = cand.nonzero(as_tuple=True)
-        bits = fmix32((c + c0) ^ keys[r])
-        g = gumbel_from_uniform(((bits >> 9).to(torch.float32) + 0.5) * U_SCALE)
-        vals[r, c] = z[r, c] + g
-    return vals.max(dim=1)
+
+    def __init__(self, keys: torch.Tensor, budget: int) -> None:
+        n = keys.shape[0]
+        self.keys = keys
+        self.budget = budget
+        self.best = torch.full((n,), float("-inf"), device=keys.device)
+        self.idx = torch.zeros(n, dtype=torch.int64, device=keys.device)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.size = 0
+
+    def _threshold(self, m: torch.Tensor) -> torch.Tensor:
+        floor = torch.maximum(m + GUMBEL_MIN, self.best) - (GUMBEL_MAX + 1.0)
+        return floor.clamp_(min=-3e38)  # never admit z = -inf (banned ids)
+
+    def add(self, z: torch.Tensor, m: torch.Tensor, c0: int) -> None:
+        """Queue this chunk's possible winners; ``m`` is the running max including the chunk."""
+        r, c = (z >= self._threshold(m)[:, None]).nonzero(as_tuple=True)
+        if r.numel():
+            self.pending.append((r, c + c0, z[r, c]))
+            self.size += r.numel()
+        if self.size > self.budget:
+            self.flush(m)
+
+    def flush(self, m: torch.Tensor) -> None:
+        """Hash the queued candidates that still pass the bound and merge them into the best."""
+        if not self.pending:
+            return
+        r, c, zv = (torch.cat(t) for t in zip(*self.pending, strict=True))
+        self.pending, self.size = [], 0
+        keep = zv >= self._threshold(m)[r]
+        r, c, zv = r[keep], c[keep], zv[keep]
+        if not r.numel():
+            return
+        bits = fmix32(c ^ self.keys[r])
+        vals = zv + gumbel_from_uniform(((bits >> 9).to(torch.float32) + 0.5) * U_SCALE)
+        row_max = torch.full_like(self.best, float("-inf")).scatter_reduce_(0, r, vals, "amax")
+        big = torch.iinfo(torch.int64).max
+        first = torch.full_like(self.idx, big).scatter_reduce_(
+            0, r, torch.where(vals == row_max[r], c, big), "amin"
+        )
+        # Queued tokens all come after previously merged ones: strict > keeps the first index.
+        upd = row_max > self.best
+        self.best = torch.where(upd, row_max, self.best)
+        self.idx = torch.where(upd, first, self.idx)
 
 
 def chunked_head(
@@ -208,8 +239,7 @@ def chunked_head(
     s_sum = torch.zeros(n, device=dev, dtype=f32)
     best = torch.full((n,), float("-inf"), device=dev, dtype=f32)
     best_idx = torch.zeros(n, device=dev, dtype=torch.int64)
-    gbest = torch.full((n,), float("-inf"), device=dev, dtype=f32)
-    gbest_idx = torch.zeros(n, device=dev, dtype=torch.int64)
+    race = _GumbelRace(keys, budget=n * chunk)
     acc = None if truncated else torch.zeros(n, d, device=dev, dtype=f32)
     top_v = torch.empty(n, 0, device=dev, dtype=f32)
     top_i = torch.empty(n, 0, device=dev, dtype=torch.int64)
@@ -223,10 +253,7 @@ def chunked_head(
         best_idx = torch.where(upd, carg + c0, best_idx)
         m_new = torch.maximum(m, cmax)
 
-        gmax, garg = _gumbel_chunk_argmax(z, m_new, keys, c0)
-        gupd = gmax > gbest
-        gbest = torch.where(gupd, gmax, gbest)
-        gbest_idx = torch.where(gupd, garg + c0, gbest_idx)
+        race.add(z, m_new, c0)
 
         if truncated:
             cv, ci = torch.topk(z, min(topk, z.shape[1]), dim=1)
@@ -239,7 +266,9 @@ def chunked_head(
         alpha = torch.where(seen, torch.exp(m - m_new), torch.zeros_like(m))
         delta = torch.where(seen, m - m_new, torch.zeros_like(m))
         shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
-        zs = z.sub_(shift[:, None]).clamp_(min=_NEG_BIG)  # z - m, banned ids finite but exp() == 0
+        zs = z.sub_(shift[:, None])
+        if ban is not None or not bool(torch.isfinite(m_new).all()):
+            zs.clamp_(min=_NEG_BIG)  # -inf (banned) -> finite, so p * zs is 0, not nan
         p = torch.exp(zs)
         s_sum = alpha * (s_sum + l_sum * delta) + torch.linalg.vecdot(p, zs)
         l_sum = alpha * l_sum + p.sum(dim=1)
@@ -251,6 +280,7 @@ def chunked_head(
                 acc.add_((p.to(weight.dtype) @ w).to(f32))
         m = m_new
 
+    race.flush(m)
     entropy = torch.log(l_sum) - s_sum / l_sum
     confidence = 1.0 / l_sum
     if acc is not None:
@@ -261,7 +291,7 @@ def chunked_head(
         ).mul_(embed_scale)
     return HeadOutput(
         argmax=best_idx,
-        sample=gbest_idx,
+        sample=race.idx,
         entropy=entropy,
         confidence=confidence,
         soft_embedding=soft.to(weight.dtype),
