@@ -16,6 +16,7 @@ from .prefix_cache import PrefixCache, PrefixEntry
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
+PREFILL_CHUNK = 2048  # prefix tokens encoded per encoder call
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
 
@@ -130,9 +131,11 @@ class Engine:
         if entry is not None and common > 0:
             for i, layer in enumerate(cache.layers):
                 layer.update(entry.keys[i][:, :, :common], entry.values[i][:, :, :common])
-        new = torch.tensor([ids[common:]], device=self.device)
-        positions = torch.arange(common, len(ids), device=self.device).unsqueeze(0)
-        self.model.model.encoder(input_ids=new, past_key_values=cache, position_ids=positions, use_cache=True)
+        for begin in range(common, len(ids), PREFILL_CHUNK):  # chunks bound the attention mask's memory
+            end = min(begin + PREFILL_CHUNK, len(ids))
+            chunk = torch.tensor([ids[begin:end]], device=self.device)
+            positions = torch.arange(begin, end, device=self.device).unsqueeze(0)
+            self.model.model.encoder(input_ids=chunk, past_key_values=cache, position_ids=positions, use_cache=True)
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
         self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
