@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .noise import GUMBEL_MAX, GUMBEL_MIN, MASK32, U_SCALE, fmix32, gumbel_from_uniform, row_keys
+from .noise import GUMBEL_MAX, GUMBEL_MIN, U_SCALE, fmix32, gumbel_from_uniform, row_keys
 from .reference import reference_head
 
 SOFT_TOPK = 64
@@ -61,14 +61,20 @@ def diffusion_head(
     soft_eps: float = 0.0,
     impl: str = "auto",
     chunk: int = 8192,
+    rows: torch.Tensor | None = None,
 ) -> HeadOutput:
     """Compute the head for ``hidden`` [N, D] against tied embeddings ``weight`` [V, D].
 
     ``impl``: "reference" (materializes logits), "chunked" (torch, streams over ``chunk``
     vocabulary rows), "triton" (one kernel, tiles the vocabulary), "auto" (triton on CUDA when it
     imports, else chunked). ``banned`` ids get z = -inf. ``soft_eps`` > 0 truncates the soft
-    embedding (see module docstring); the reference path ignores it.
+    embedding (see module docstring); the reference path ignores it. ``rows`` [N] (int64) are
+    the row ids the sampling noise is keyed on (default ``arange(N)``): give each request's rows
+    ids of their own (e.g. ``request_key * canvas_len + position``) so its sample does not depend
+    on where it sits in a batch.
     """
+    if rows is not None and rows.shape != (hidden.shape[0],):
+        raise ValueError(f"rows must have shape [{hidden.shape[0]}] (got {tuple(rows.shape)})")
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(
             f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, D] and [V, D]"
@@ -89,6 +95,7 @@ def diffusion_head(
                 embed_scale=embed_scale,
                 seed=seed,
                 banned=banned,
+                rows=rows,
             )
         )
     if impl == "chunked":
@@ -102,6 +109,7 @@ def diffusion_head(
             banned=banned,
             soft_eps=soft_eps,
             chunk=chunk,
+            rows=rows,
         )
     if impl == "triton":
         from .triton_head import triton_head
@@ -115,6 +123,7 @@ def diffusion_head(
             seed=seed,
             banned=banned,
             soft_eps=soft_eps,
+            rows=rows,
         )
     raise ValueError(f"unknown impl {impl!r}: expected auto, reference, chunked or triton")
 
@@ -222,6 +231,7 @@ def chunked_head(
     banned: torch.Tensor | None = None,
     soft_eps: float = 0.0,
     chunk: int = 8192,
+    rows: torch.Tensor | None = None,
 ) -> HeadOutput:
     """Streaming (online-softmax) head in torch; peak extra memory is O(N * chunk + N * D)."""
     n, d = hidden.shape
@@ -230,7 +240,9 @@ def chunked_head(
     f32 = torch.float32
     h = hidden.to(weight.dtype)
     ban = _sorted_banned(banned, vocab, dev)
-    keys = row_keys(seed, torch.arange(n, device=dev)) & MASK32
+    if rows is None:
+        rows = torch.arange(n, device=dev)
+    keys = row_keys(seed, rows.to(device=dev, dtype=torch.int64))
     truncated = soft_eps > 0.0
     topk = min(SOFT_TOPK, vocab)
 

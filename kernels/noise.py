@@ -79,6 +79,14 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
+def gumbel_rows(seed: int, rows: torch.Tensor, col_start: int, col_end: int) -> torch.Tensor:
+    """Gumbel noise ``[len(rows), col_end - col_start]`` for arbitrary int64 row ids."""
+    cols = torch.arange(col_start, col_end, device=rows.device, dtype=torch.int64)
+    bits = fmix32(cols[None, :] ^ row_keys(seed, rows)[:, None])
+    u = ((bits >> 9).to(torch.float32) + 0.5) * U_SCALE
+    return gumbel_from_uniform(u)
+
+
 def gumbel_tile(
     seed: int,
     row_start: int,
@@ -89,12 +97,8 @@ def gumbel_tile(
 ) -> torch.Tensor:
     """Gumbel noise for rows ``[row_start, row_start+n_rows)`` x cols ``[col_start, col_end)``.
 
-    The reference calls it once for the whole ``[N, V]``; the chunked path calls it per chunk and
-    gets the same numbers.
+    The reference builds the whole ``[N, V]`` at once; the chunked path and the kernel make it per
+    tile and get the same numbers.
     """
     rows = torch.arange(row_start, row_start + n_rows, device=device, dtype=torch.int64)
-    cols = torch.arange(col_start, col_end, device=device, dtype=torch.int64)
-    keys = row_keys(seed, rows)
-    bits = fmix32(cols[None, :] ^ keys[:, None])
-    u = ((bits >> 9).to(torch.float32) + 0.5) * U_SCALE
-    return gumbel_from_uniform(u)
+    return gumbel_rows(seed, rows, col_start, col_end)

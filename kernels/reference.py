@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .noise import gumbel_tile
+from .noise import gumbel_rows
 
 
 def reference_logits(
@@ -41,11 +41,14 @@ def reference_head(
     embed_scale: float,
     seed: int,
     banned: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All head outputs from full logits: argmax, Gumbel-max sample, entropy, confidence, soft embedding."""
     z = reference_logits(hidden, weight, temperature=temperature, softcap=softcap, banned=banned)
     n, v = z.shape
-    noise = gumbel_tile(seed, 0, n, 0, v, device=z.device)
+    if rows is None:
+        rows = torch.arange(n, device=z.device)
+    noise = gumbel_rows(seed, rows.to(device=z.device, dtype=torch.int64), 0, v)
     sample = torch.argmax(z + noise, dim=-1)
     argmax = torch.argmax(z, dim=-1)
     entropy = torch.distributions.Categorical(logits=z).entropy().to(torch.float32)

@@ -46,6 +46,7 @@ def _fmix32(h):
 @triton.jit
 def _head_kernel(
     h_ptr,
+    rid_ptr,
     w_ptr,
     ban_ptr,
     stat_ptr,
@@ -76,7 +77,8 @@ def _head_kernel(
     pid_s = tl.program_id(1)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
-    rkey = _fmix32(rows.to(tl.uint32) ^ key.to(tl.uint32))
+    rid = tl.load(rid_ptr + rows, mask=rmask, other=0)
+    rkey = _fmix32(rid.to(tl.uint32) ^ key.to(tl.uint32))
     v_lo = pid_s * span
     v_hi = tl.minimum(v_lo + span, V)
 
@@ -230,6 +232,7 @@ def triton_head(
     seed: int,
     banned: torch.Tensor | None = None,
     soft_eps: float = 0.0,
+    rows: torch.Tensor | None = None,
     splits: int | None = None,
     block_n: int = 16,
     block_v: int = 128,
@@ -260,8 +263,10 @@ def triton_head(
     acc = torch.zeros(splits, n, d, device=dev, dtype=torch.float32)
     skip_thr = math.log(vocab / soft_eps) if soft_eps > 0 else 0.0
     grid = (triton.cdiv(n, block_n), splits)
+    rid = torch.arange(n, device=dev) if rows is None else rows.to(device=dev, dtype=torch.int64).contiguous()
     _head_kernel[grid](
         h,
+        rid,
         w,
         ban,
         stats,

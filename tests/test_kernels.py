@@ -157,6 +157,21 @@ def test_entropy_matches_categorical_on_known_distribution():
     torch.testing.assert_close(out.confidence, torch.softmax(z, -1).max(-1).values)
 
 
+def test_row_ids_make_samples_independent_of_batch_position():
+    hidden, weight = _data(6, 700, 12, torch.float32, scale=1.0, seed=8)
+    ids = torch.tensor([50, 51, 52, 9000, 9001, 9002])
+    perm = torch.tensor([3, 4, 5, 0, 1, 2])  # the two "requests" swap places in the batch
+    for impl in ("reference", "chunked"):
+        a = diffusion_head(hidden, weight, impl=impl, chunk=128, rows=ids, **_kw())
+        b = diffusion_head(hidden[perm], weight, impl=impl, chunk=128, rows=ids[perm], **_kw())
+        assert torch.equal(a.sample[perm], b.sample)
+    ref = diffusion_head(hidden, weight, impl="reference", rows=ids, **_kw())
+    out = diffusion_head(hidden, weight, impl="chunked", chunk=100, rows=ids, **_kw())
+    _assert_close(out, ref, torch.float32)
+    with pytest.raises(ValueError):
+        diffusion_head(hidden, weight, rows=ids[:3], **_kw())
+
+
 def test_auto_is_chunked_on_cpu_and_bad_args_raise():
     hidden, weight = _data(2, 300, 8, torch.float32)
     a = diffusion_head(hidden, weight, **_kw())
@@ -225,7 +240,8 @@ _TRITON_SCRIPT = textwrap.dedent(
         hidden = (torch.randn(c["n"], c["d"], generator=g) * c["scale"]).to(dtype)
         weight = torch.randn(c["v"], c["d"], generator=g).to(dtype)
         banned = torch.tensor(c["banned"]) if c["banned"] else None
-        kw = dict(temperature=c["t"], softcap=c["cap"], embed_scale=1.7, seed=99, banned=banned)
+        rows = torch.tensor(c["rows"]) if c.get("rows") else None
+        kw = dict(temperature=c["t"], softcap=c["cap"], embed_scale=1.7, seed=99, banned=banned, rows=rows)
         ref = diffusion_head(hidden, weight, impl="reference", **kw)
         out = diffusion_head(hidden, weight, impl="triton", soft_eps=c["eps"], **kw)
         z = reference_logits(hidden, weight, temperature=c["t"], softcap=c["cap"], banned=banned)
@@ -252,7 +268,19 @@ TRITON_CASES = [
     dict(n=1, v=300, d=24, dtype="float32", scale=1.0, cap=CAP, t=0.7, banned=[], eps=0.0, seed=1),
     dict(n=17, v=301, d=33, dtype="float32", scale=1.0, cap=None, t=1.0, banned=[0, 5, 300], eps=0.0, seed=2),
     dict(n=5, v=257, d=40, dtype="bfloat16", scale=1.0, cap=CAP, t=0.6, banned=[7], eps=0.0, seed=3),
-    dict(n=4, v=200, d=16, dtype="float32", scale=12.0, cap=CAP, t=0.5, banned=[], eps=0.0, seed=4),
+    dict(
+        n=4,
+        v=200,
+        d=16,
+        dtype="float32",
+        scale=12.0,
+        cap=CAP,
+        t=0.5,
+        banned=[],
+        eps=0.0,
+        seed=4,
+        rows=[7, -1, 2**40, 3],
+    ),
     dict(n=6, v=400, d=20, dtype="float32", scale=2.0, cap=CAP, t=0.5, banned=[], eps=0.01, seed=5),
     dict(n=8, v=300, d=16, dtype="float32", scale=60.0, cap=CAP, t=0.5, banned=[], eps=0.0, seed=6),
 ]
