@@ -17,8 +17,8 @@ breaks the parse when one that does not was available.  Rule (for the server's d
   valid candidate -> ``next_best``.
 - Partial parses: a single-line span in the middle of code may be unable to parse on its own
   (the user is half-way through an expression).  If nothing is valid, the best-ranked candidate
-  whose extra errors all sit on the span's own line (the rest of the document parses exactly as
-  well as before) is accepted with ``partial=True``.  Anything else -> ``dropped`` (text "").
+  that adds at most one error, and only on the span's own line (the rest of the document parses
+  exactly as well as before), is accepted with ``partial=True``.  Anything else -> ``dropped`` (text "").
 """
 
 from __future__ import annotations
@@ -236,7 +236,8 @@ def _bad_ranges(checked: SyntaxTree, start: int, length: int) -> list[tuple[int,
 
 
 def _outside_line(checked: SyntaxTree, lo: int, hi: int) -> int:
-    return sum(1 for a, b in checked.error_ranges() if b < lo or a > hi)
+    """Errors not contained in the span's line [lo, hi]: damage a one-line fill must not do."""
+    return sum(1 for a, b in checked.error_ranges() if a < lo or b > hi)
 
 
 def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id: str,
@@ -269,7 +270,7 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
         if errors <= allowed:
             return Choice(candidate, path, errors), checked
         end_shift = len(candidate) - (plan.end - plan.start)
-        if (partial is None and plan.single_line
+        if (partial is None and plan.single_line and errors <= allowed + 1
                 and _outside_line(checked, line_lo, line_hi + end_shift) <= outside_before):
             partial = Choice(candidate, path, errors, partial=True)
         return None, checked
