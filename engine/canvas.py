@@ -111,13 +111,19 @@ def build_canvas(
     return CanvasLayout(ids=ids, clamped=clamped, span_slots=budget, suffix_tokens=len(head), suffix_cut=suffix_cut)
 
 
-def span_tokens(canvas_ids: list[int], span_slots: int, special: SpecialTokens) -> list[int]:
-    """The infilled tokens: the span slots, cut at the first filler (or end-of-sequence)."""
+def span_tokens(canvas_ids: list[int], span_slots: int, special: SpecialTokens, drop_fill: bool = False) -> list[int]:
+    """The infilled tokens: the span slots, cut at the first filler (or end-of-sequence).
+
+    With `drop_fill` (a repaired draft, whose clamped tokens follow the re-masked hole) fillers
+    are skipped instead of ending the span.
+    """
     out: list[int] = []
     stops = {special.pad, *special.eos}
-    if special.fill is not None:
-        stops.add(special.fill)
     for tok in canvas_ids[:span_slots]:
+        if tok == special.fill and special.fill is not None:
+            if drop_fill:
+                continue
+            break
         if tok in stops:
             break
         out.append(tok)

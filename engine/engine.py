@@ -170,6 +170,8 @@ class Engine:
 
         settings = DenoiseSettings.from_model(self.model, req.steps)
         generator = torch.Generator(device=self.device).manual_seed(req.seed if req.seed is not None else 0)
+        if req.remask is not None and req.span:
+            layouts = [self._repair_layout(layouts[0], req.span, req.remask)]
         template = torch.stack([lay.ids for lay in layouts]).to(self.device)
         clamped = torch.stack([lay.clamped for lay in layouts]).to(self.device)
         seeded = None
@@ -194,7 +196,8 @@ class Engine:
         best = int(torch.argmin(outcome.span_entropy)) if len(layouts) > 1 else 0
         chosen = layouts[best]
         stats.span_budget, stats.suffix_tokens, stats.suffix_cut = chosen.span_slots, chosen.suffix_tokens, chosen.suffix_cut
-        tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special)
+        tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special,
+                             drop_fill=req.remask is not None)
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
         if req.single_line:
             text = text.split("\n", 1)[0]
@@ -206,6 +209,16 @@ class Engine:
         pieces = self.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
         status = "cancelled" if outcome.cancelled else "ok"
         return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
+
+    def _repair_layout(self, layout: CanvasLayout, span: str, remask: list[tuple[int, int]]) -> CanvasLayout:
+        """Clamp the span's good tokens in place; the tokens touching `remask` ranges become free again."""
+        enc = self.tokenizer(span, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"][: layout.span_slots], enc["offset_mapping"][: layout.span_slots]
+        layout.ids[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        for i, (lo, hi) in enumerate(offsets):
+            touched = any(lo < end and start < max(hi, lo + 1) for start, end in remask)
+            layout.clamped[i] = not touched
+        return layout
 
     def _layouts(self, budget: int, suffix_ids: list[int]) -> list[CanvasLayout]:
         """Canvas layouts to denoise together, one per batch row.

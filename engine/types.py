@@ -21,6 +21,8 @@ class InfillRequest:
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
     the engine's default). `on_draft` receives the whole span text after every denoising step.
+    `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
+    ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
     """
 
     prefix: str
@@ -33,6 +35,7 @@ class InfillRequest:
     single_line: bool = False
     seed_with_span: bool = False
     on_draft: Callable[[str], None] | None = None
+    remask: list[tuple[int, int]] | None = None
 
 
 @dataclass

@@ -172,3 +172,16 @@ def test_model_without_filler_scores_a_batch_of_budgets(tmp_path):
     res = eng.infill(InfillRequest(prefix="total = ", suffix="\nprint(total)\n", max_tokens=16, steps=4))
     assert res.status == "ok" and res.stats.span_budget in (4, 8, 16)
     assert res.stats.span_tokens <= res.stats.span_budget
+
+
+def test_repair_keeps_good_tokens_and_redenoises_the_bad_ones(engine):
+    span = "value = compute(1, 2)"
+    bad = (8, 15)  # "compute"
+    res = engine.infill(InfillRequest(prefix="x = 1\n", suffix="\n", span=span, remask=[bad], steps=6, seed=2))
+    assert res.status == "ok"
+    layout = engine._repair_layout(engine._layouts(engine._budget(InfillRequest(prefix="", span=span),
+                                                                  engine._encode(span)), [])[0], span, [bad])
+    kept = [i for i in range(len(span)) if bool(layout.clamped[i])]
+    assert kept == list(range(0, 8)) + list(range(15, len(span)))  # byte-level: one token per character
+    # the clamped tokens come back unchanged, around whatever the model put in the hole
+    assert res.text.startswith("value = ") and res.text.endswith(", 2)")

@@ -1,0 +1,7 @@
+"""`python -m dgls.engine.train`: same as `dgls train`."""
+
+import sys
+
+from .train import main
+
+sys.exit(main())

@@ -1,0 +1,277 @@
+"""`dgls eval`: held-out infilling sets, scored like HumanEval-Infilling, against simple baselines.
+
+Three sets are cut from held-out files only (never trained on): single-line (the rest of a line
+after its indentation), multi-line (2-4 whole lines) and random-span (a random character span).
+Each item is infilled through the real engine API with a fixed, planner-like budget (the true
+length is not revealed), then scored: exact match after stripping trailing whitespace, whether
+the infilled file parses with no more tree-sitter errors than the original, and engine latency.
+Baselines run on the same items: an empty insert, a copy of the line above, and the most
+frequent line at the cursor's indentation in the train split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from .data import load_corpus
+
+SETS = ("single-line", "multi-line", "random-span")
+BUDGETS = {"single-line": 16, "multi-line": 48, "random-span": 32}
+MAX_MIDDLE_TOKENS = {"single-line": 16, "multi-line": 48, "random-span": 32}
+
+
+@dataclass
+class Item:
+    """One infill task: the file cut into prefix, middle (the answer) and suffix."""
+
+    set: str
+    path: str
+    prefix: str
+    middle: str
+    suffix: str
+
+    @property
+    def original(self) -> str:
+        return self.prefix + self.middle + self.suffix
+
+
+@dataclass
+class Score:
+    """Per-method totals for one set."""
+
+    n: int = 0
+    exact: int = 0
+    syntax_ok: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+
+    def row(self) -> dict:
+        lat = sorted(self.latency_ms)
+        return {"n": self.n, "exact_match": self.exact / self.n if self.n else 0.0,
+                "syntax_ok": self.syntax_ok / self.n if self.n else 0.0,
+                "p50_ms": statistics.median(lat) if lat else None,
+                "p90_ms": lat[int(0.9 * (len(lat) - 1))] if lat else None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for `dgls eval`."""
+    parser.add_argument("--model", default=None, help="checkpoint dir or hub id (default: embedded model)")
+    parser.add_argument("--n", type=int, default=100, help="items per set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--small", action="store_true", help="a CI preset: 12 items per set")
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of " + ", ".join(SETS))
+    parser.add_argument("--no-model", action="store_true", help="baselines only")
+
+
+# ----- sets -------------------------------------------------------------------------------------
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        out.append((pos, pos + len(line.rstrip("\r\n"))))
+        pos += len(line)
+    return out
+
+
+def _is_code(text: str, s: int, e: int) -> bool:
+    stripped = text[s:e].strip()
+    return len(stripped) >= 2 and not stripped.startswith("#")
+
+
+def _cut(kind: str, text: str, rng: random.Random) -> tuple[int, int] | None:
+    lines = _lines(text)
+    code = [i for i, (s, e) in enumerate(lines) if _is_code(text, s, e)]
+    if not code:
+        return None
+    if kind == "single-line":
+        s, e = lines[rng.choice(code)]
+        start = s + len(text[s:e]) - len(text[s:e].lstrip())
+        return start, e
+    if kind == "multi-line":
+        i = rng.choice(code)
+        j = min(len(lines) - 1, i + rng.randint(1, 3))
+        if j == i:
+            return None
+        s, e = lines[i]
+        return s + len(text[s:e]) - len(text[s:e].lstrip()), lines[j][1]
+    start = rng.randrange(len(text) - 1)
+    return start, min(len(text), start + rng.randint(1, 80))
+
+
+def build_sets(files, n: int, seed: int, count_tokens, sets=SETS) -> dict[str, list[Item]]:
+    """Cut `n` items per set from the held-out files (deterministic for a seed)."""
+    out: dict[str, list[Item]] = {}
+    for kind in sets:
+        rng = random.Random(f"{seed}:{kind}")
+        items: list[Item] = []
+        attempts = 0
+        while len(items) < n and attempts < n * 50:
+            attempts += 1
+            f = rng.choice(files)
+            cut = _cut(kind, f.text, rng)
+            if cut is None:
+                continue
+            s, e = cut
+            middle = f.text[s:e]
+            if not middle.strip() or not 1 <= count_tokens(middle) <= MAX_MIDDLE_TOKENS[kind]:
+                continue
+            items.append(Item(kind, f.relpath, f.text[:s], middle, f.text[e:]))
+        out[kind] = items
+    return out
+
+
+# ----- scoring ----------------------------------------------------------------------------------
+
+class SyntaxChecker:
+    """Counts tree-sitter ERROR and MISSING nodes in a Python file."""
+
+    def __init__(self):
+        from tree_sitter_language_pack import get_parser
+
+        self.parser = get_parser("python")
+
+    def errors(self, text: str) -> int:
+        tree = self.parser.parse(text.encode("utf-8", "surrogatepass"))
+        if not tree.root_node.has_error:
+            return 0
+        count = 0
+        stack = [tree.root_node]
+        while stack:
+            node = stack.pop()
+            if node.is_error or node.is_missing:
+                count += 1
+            if node.has_error:
+                stack.extend(node.children)
+        return count
+
+
+def frequent_lines(files) -> dict[int, str]:
+    """Most frequent stripped code line per indentation width in the train split."""
+    counts: dict[int, Counter] = defaultdict(Counter)
+    for f in files:
+        for line in f.text.splitlines():
+            stripped = line.strip()
+            if len(stripped) >= 2 and not stripped.startswith("#"):
+                counts[len(line) - len(line.lstrip())][stripped] += 1
+    return {indent: c.most_common(1)[0][0] for indent, c in counts.items()}
+
+
+def _indent_at(prefix: str) -> int:
+    """Indentation width of the cursor's line (its text before the cursor)."""
+    line = prefix[prefix.rfind("\n") + 1:]
+    return len(line) - len(line.lstrip())
+
+
+def baseline_empty(item: Item) -> str:
+    return ""
+
+
+def baseline_line_above(item: Item) -> str:
+    """The previous non-blank line, without its indentation (the cursor keeps its own)."""
+    before = item.prefix[: item.prefix.rfind("\n") + 1] if "\n" in item.prefix else ""
+    for line in reversed(before.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def make_baseline_frequent(table: dict[int, str]):
+    def baseline_frequent(item: Item) -> str:
+        return table.get(_indent_at(item.prefix), "")
+    return baseline_frequent
+
+
+def exact(pred: str, item: Item) -> bool:
+    return pred.rstrip() == item.middle.rstrip()
+
+
+# ----- main -------------------------------------------------------------------------------------
+
+def evaluate(args: argparse.Namespace, log=print) -> dict:
+    """Build the sets, run baselines and the model, return a results dict."""
+    n = 12 if args.small else args.n
+    corpus = load_corpus()
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    engine = None
+    count = None
+    if not args.no_model:
+        from dgls.engine import Engine
+
+        t0 = time.perf_counter()
+        engine = Engine(model=args.model, device=None, dtype=None)
+        log(f"model {engine.name} loaded in {time.perf_counter() - t0:.1f}s")
+        count = engine.count_tokens
+    if count is None:
+        from .tokenizer import encode, load
+        from .train import DEFAULT_EXPORT
+
+        tok = load(args.model or DEFAULT_EXPORT)
+        count = lambda text: len(encode(tok, text))  # noqa: E731
+    items = build_sets(corpus.held_out, n, args.seed, count, sets)
+    checker = SyntaxChecker()
+    methods = {"empty": baseline_empty, "line-above": baseline_line_above,
+               "frequent-line": make_baseline_frequent(frequent_lines(corpus.train))}
+    results: dict[str, dict[str, Score]] = {kind: defaultdict(Score) for kind in items}
+    for kind, its in items.items():
+        for idx, item in enumerate(its):
+            base_errors = checker.errors(item.original)
+            preds = {}
+            for name, fn in methods.items():
+                preds[name] = (fn(item), 0.0)
+            if engine is not None:
+                from dgls.engine import InfillRequest
+
+                res = engine.infill(InfillRequest(prefix=item.prefix, suffix=item.suffix,
+                                                  max_tokens=BUDGETS[kind], single_line=kind == "single-line",
+                                                  seed=args.seed))
+                preds["model"] = (res.text, res.stats.total_ms)
+            for name, (pred, ms) in preds.items():
+                sc = results[kind][name]
+                sc.n += 1
+                sc.exact += exact(pred, item)
+                sc.syntax_ok += checker.errors(item.prefix + pred + item.suffix) <= base_errors
+                if name == "model":
+                    sc.latency_ms.append(ms)
+            if engine is not None and (idx + 1) % 10 == 0:
+                log(f"  {kind}: {idx + 1}/{len(its)}")
+    table = {kind: {name: sc.row() for name, sc in per.items()} for kind, per in results.items()}
+    return {"model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
+            "budgets": {k: BUDGETS[k] for k in items}, "held_out_files": len(corpus.held_out),
+            "results": table}
+
+
+def format_table(out: dict) -> str:
+    """A readable table: one row per (set, method)."""
+    rows = [f"{'set':12s} {'method':14s} {'n':>4s} {'exact':>7s} {'syntax':>7s} {'p50 ms':>8s} {'p90 ms':>8s}"]
+    for kind, per in out["results"].items():
+        for name, r in per.items():
+            p50 = f"{r['p50_ms']:.0f}" if r["p50_ms"] is not None else "-"
+            p90 = f"{r['p90_ms']:.0f}" if r["p90_ms"] is not None else "-"
+            rows.append(f"{kind:12s} {name:14s} {r['n']:4d} {100 * r['exact_match']:6.1f}% "
+                        f"{100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s}")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for `dgls eval`."""
+    out = evaluate(args, log=(lambda m: print(m, file=sys.stderr, flush=True)))
+    print(json.dumps(out, indent=2) if args.json else format_table(out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dgls eval", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,302 @@
+"""The training objective: exactly the canvases the engine builds at serving time.
+
+Each example cuts a span out of a training file the way an editor request would (rest of a line,
+whole lines, a random span, the empty body of a block, continuation at the end of a file),
+tokenizes prefix, middle and suffix separately (as the engine does), and lays the canvas out with
+`engine.canvas.build_canvas`: the middle then `<fill>` up to the budget, then the clamped suffix
+head (then eos and pad at the end of the file). Uniform-state noise replaces span slots only;
+the loss is cross-entropy on span slots.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..canvas import SpecialTokens, build_canvas, clamp_logits, encoder_ids
+from .tokenizer import encode
+
+SPAN_KINDS = ("rest_of_line", "lines", "random", "block_body", "eof_continuation")
+KIND_WEIGHTS = (0.35, 0.25, 0.15, 0.12, 0.13)
+BUDGET_BUCKETS = (8, 16, 24, 32, 48)
+SUFFIX_CHARS_PER_TOKEN = 8  # as the engine: tokenize this many suffix chars per free canvas slot
+SELF_COND_TEMPERATURE = (0.4, 0.8)
+
+
+@dataclass
+class Span:
+    """A cut of one file into the text before, inside and after the span."""
+
+    prefix: str
+    middle: str
+    suffix: str
+    kind: str
+
+
+@dataclass
+class Example:
+    """One training example: the encoder prompt and the target canvas with its clamp mask."""
+
+    encoder: list[int]
+    canvas: torch.LongTensor
+    clamped: torch.BoolTensor
+    span_slots: int
+    middle_tokens: int
+    kind: str
+
+
+@dataclass
+class Batch:
+    """Right-padded encoder prompts, target canvases and the masks the model needs."""
+
+    input_ids: torch.LongTensor  # [B, L] right-padded with pad
+    encoder_lengths: torch.LongTensor  # [B]
+    targets: torch.LongTensor  # [B, C]
+    clamped: torch.BoolTensor  # [B, C]
+    decoder_positions: torch.LongTensor  # [B, C]: canvas positions continue after each prompt
+    decoder_attention_mask: torch.BoolTensor  # [B, L + C]: False on encoder padding
+
+    @property
+    def span(self) -> torch.BoolTensor:
+        return ~self.clamped
+
+
+# ----- spans ------------------------------------------------------------------------------------
+
+def _line_table(text: str) -> list[tuple[int, int, int]]:
+    """(start, end without newline, end with newline) for every line."""
+    out = []
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        out.append((pos, pos + len(body), pos + len(line)))
+        pos += len(line)
+    return out
+
+
+def _indent(text: str, start: int, end: int) -> int:
+    line = text[start:end]
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _nonblank(text: str, lines, i: int) -> bool:
+    s, e, _ = lines[i]
+    return bool(text[s:e].strip())
+
+
+def sample_span(text: str, rng: random.Random, kind: str | None = None) -> Span | None:
+    """Cut one span of the given kind (random kind when None); None when the file has no such span."""
+    kind = kind or rng.choices(SPAN_KINDS, KIND_WEIGHTS)[0]
+    lines = _line_table(text)
+    if not lines:
+        return None
+    candidates = [i for i in range(len(lines)) if _nonblank(text, lines, i)]
+    if not candidates:
+        return None
+    if kind == "rest_of_line":
+        i = rng.choice(candidates)
+        s, e, _ = lines[i]
+        content = s + _indent(text, s, e)
+        r = rng.random()
+        if r < 0.3:
+            cursor = content
+        elif r < 0.35:
+            cursor = e  # nothing left to write: the answer is "no insertion"
+        else:
+            cursor = rng.randint(content, max(content, e - 1))
+        return Span(text[:cursor], text[cursor:e], text[e:], kind)
+    if kind == "lines":
+        i = rng.choice(candidates)
+        k = rng.randint(1, 3)
+        j = min(len(lines) - 1, i + k - 1)
+        s, e, _ = lines[i]
+        cursor = s if rng.random() < 0.4 else s + _indent(text, s, e)
+        end = lines[j][1]
+        return Span(text[:cursor], text[cursor:end], text[end:], kind)
+    if kind == "random":
+        if len(text) < 2:
+            return None
+        start = rng.randrange(len(text) - 1)
+        length = min(len(text) - start, max(1, int(rng.expovariate(1 / 40))))
+        return Span(text[:start], text[start:start + length], text[start + length:], kind)
+    if kind == "block_body":
+        heads = [i for i in candidates[:-1]
+                 if text[lines[i][0]:lines[i][1]].split("#", 1)[0].rstrip().endswith(":")]
+        rng.shuffle(heads)
+        for h in heads[:8]:
+            head_indent = _indent(text, lines[h][0], lines[h][1])
+            body = [b for b in range(h + 1, len(lines))]
+            first = next((b for b in body if _nonblank(text, lines, b)), None)
+            if first is None:
+                continue
+            body_indent = _indent(text, lines[first][0], lines[first][1])
+            if body_indent <= head_indent:
+                continue
+            last = first
+            for b in range(first + 1, len(lines)):
+                if not _nonblank(text, lines, b):
+                    continue
+                if _indent(text, lines[b][0], lines[b][1]) < body_indent:
+                    break
+                last = b
+            last = min(last, first + rng.randint(0, 7))
+            cursor = lines[first][0] + body_indent
+            end = lines[last][1]
+            return Span(text[:cursor], text[cursor:end], text[end:], kind)
+        return None
+    if kind == "eof_continuation":
+        i = rng.choice(candidates)
+        j = min(len(lines) - 1, i + rng.randint(0, 5))
+        s, e, _ = lines[i]
+        cursor = s if rng.random() < 0.5 else s + _indent(text, s, e)
+        end = lines[j][1]
+        return Span(text[:cursor], text[cursor:end], "" if rng.random() < 0.8 else "\n", kind)
+    raise ValueError(f"unknown span kind {kind!r}")
+
+
+# ----- tokens -----------------------------------------------------------------------------------
+
+def fit_prefix(tok, prefix: str, room: int) -> list[int]:
+    """The prefix tokens the engine would use: whole lines cut from the left until `room` fits."""
+    if len(prefix) > room * 12:
+        cut = prefix.find("\n", len(prefix) - room * 12)
+        prefix = prefix[cut + 1:] if cut != -1 else prefix[-room * 12:]
+    enc = tok.encode(prefix, add_special_tokens=False) if prefix else None
+    while enc is not None and len(enc.ids) > room:
+        over = len(enc.ids) - room
+        char = enc.offsets[over][0]
+        newline = prefix.find("\n", char)
+        prefix = prefix[newline + 1:] if newline != -1 else ""
+        enc = tok.encode(prefix, add_special_tokens=False) if prefix else None
+    return list(enc.ids) if enc is not None else []
+
+
+def suffix_ids(tok, suffix: str, room: int) -> list[int]:
+    """The suffix head tokens, as the engine tokenizes them (a char-bounded head)."""
+    head = suffix[: room * SUFFIX_CHARS_PER_TOKEN + 1]
+    ids = encode(tok, head)
+    if len(head) < len(suffix) and len(ids) <= room:
+        ids = encode(tok, suffix)
+    return ids
+
+
+def pick_budget(middle_len: int, rng: random.Random, canvas_length: int) -> int:
+    """A planner-like budget: the middle length rounded up to a bucket, sometimes one bucket more."""
+    buckets = [b for b in BUDGET_BUCKETS if b < canvas_length]
+    idx = next((k for k, b in enumerate(buckets) if b >= max(middle_len, 1)), None)
+    if idx is None:
+        raise ValueError("middle too long")
+    if rng.random() < 0.4 and idx + 1 < len(buckets):
+        idx += 1
+    return buckets[idx]
+
+
+def make_example(tok, span: Span, special: SpecialTokens, rng: random.Random, canvas_length: int,
+                 prefix_tokens: int) -> Example | None:
+    """Tokenize a span and lay out its canvas; None when the middle cannot fit any budget."""
+    max_budget = max(b for b in BUDGET_BUCKETS if b < canvas_length)
+    middle = encode(tok, span.middle)
+    if len(middle) > max_budget:
+        if span.kind not in ("block_body", "eof_continuation", "lines"):
+            return None
+        text = span.middle
+        while len(middle) > max_budget and "\n" in text:  # keep whole lines that fit
+            text = text[: text.rfind("\n")]
+            middle = encode(tok, text)
+        if len(middle) > max_budget:
+            return None
+        rest = span.middle[len(text):]
+        span = Span(span.prefix, text, rest + span.suffix if span.kind != "eof_continuation" else "", span.kind)
+    budget = pick_budget(len(middle), rng, canvas_length)
+    room_prefix = prefix_tokens - (1 if special.bos is not None else 0)
+    prompt = encoder_ids(fit_prefix(tok, span.prefix, room_prefix), special) or [special.pad]
+    suffix = suffix_ids(tok, span.suffix, canvas_length - budget)
+    layout = build_canvas(budget, suffix, canvas_length, special, middle_ids=middle, pad_to_length=True)
+    return Example(prompt, layout.ids, layout.clamped, budget, len(middle), span.kind)
+
+
+def sample_example(tok, text: str, rng: random.Random, special: SpecialTokens, canvas_length: int,
+                   prefix_tokens: int, tries: int = 8) -> Example | None:
+    """Draw spans from one file until one fits."""
+    for _ in range(tries):
+        span = sample_span(text, rng)
+        if span is None:
+            continue
+        ex = make_example(tok, span, special, rng, canvas_length, prefix_tokens)
+        if ex is not None:
+            return ex
+    return None
+
+
+def collate(examples: list[Example], special: SpecialTokens) -> Batch:
+    """Right-pad prompts: the encoder is causal, so real tokens never see the padding, and the
+    decoder masks padded keys out; canvas positions continue right after each prompt."""
+    lengths = torch.tensor([len(e.encoder) for e in examples], dtype=torch.long)
+    width = int(lengths.max())
+    ids = torch.full((len(examples), width), special.pad, dtype=torch.long)
+    for row, e in enumerate(examples):
+        ids[row, : len(e.encoder)] = torch.tensor(e.encoder, dtype=torch.long)
+    targets = torch.stack([e.canvas for e in examples])
+    clamped = torch.stack([e.clamped for e in examples])
+    canvas = targets.shape[1]
+    positions = lengths[:, None] + torch.arange(canvas)[None, :]
+    enc_mask = torch.arange(width)[None, :] < lengths[:, None]
+    dec_mask = torch.cat([enc_mask, torch.ones(len(examples), canvas, dtype=torch.bool)], dim=1)
+    return Batch(ids, lengths, targets, clamped, positions, dec_mask)
+
+
+# ----- noise and loss ---------------------------------------------------------------------------
+
+def add_noise(targets: torch.LongTensor, clamped: torch.BoolTensor, vocab_size: int,
+              generator: torch.Generator, t: torch.Tensor | None = None) -> tuple[torch.LongTensor, torch.Tensor]:
+    """Uniform-state noise: each span slot becomes a uniform random id with probability t ~ U(0,1]
+    (one t per example); clamped positions are never touched."""
+    b, c = targets.shape
+    if t is None:
+        t = 1.0 - torch.rand(b, generator=generator)  # (0, 1]
+    hit = (torch.rand(b, c, generator=generator) < t[:, None]) & ~clamped
+    noise = torch.randint(0, vocab_size, (b, c), generator=generator)
+    return torch.where(hit, noise, targets), t
+
+
+def encode_prompts(model, batch: Batch):
+    """Run the causal encoder over the right-padded prompts into a fresh DynamicCache."""
+    from transformers.cache_utils import DynamicCache
+
+    cache = DynamicCache(config=model.config.get_text_config())
+    b, width = batch.input_ids.shape
+    positions = torch.arange(width)[None, :].expand(b, width)
+    model.model.encoder(input_ids=batch.input_ids, past_key_values=cache, position_ids=positions, use_cache=True)
+    return cache
+
+
+def decoder_logits(model, cache, batch: Batch, canvas: torch.LongTensor,
+                   self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """One decoder pass over the canvases, reading (never writing) the prompt cache."""
+    mask = None if bool(batch.decoder_attention_mask.all()) else batch.decoder_attention_mask
+    out = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=self_conditioning_logits,
+                decoder_position_ids=batch.decoder_positions, decoder_attention_mask=mask)
+    return out.logits
+
+
+def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: bool,
+              vocab_size: int) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass."""
+    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator)
+    cache = encode_prompts(model, batch)
+    sc = None
+    if self_condition:
+        lo, hi = SELF_COND_TEMPERATURE
+        temp = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        with torch.no_grad():
+            first = decoder_logits(model, cache, batch, noisy)
+        sc = clamp_logits(first / temp, batch.targets, batch.clamped)
+    logits = decoder_logits(model, cache, batch, noisy, sc)
+    span = batch.span
+    loss = F.cross_entropy(logits[span], batch.targets[span])
+    with torch.no_grad():
+        acc = (logits[span].argmax(-1) == batch.targets[span]).float().mean()
+    return loss, {"span_tokens": int(span.sum()), "acc": float(acc), "t_mean": float(t.mean())}
