@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .noise import GUMBEL_MAX, GUMBEL_MIN, U_SCALE, fmix32, gumbel_from_uniform, row_keys
+from .noise import GUMBEL_MAX, GUMBEL_MIN, U_SCALE, fmix32_, gumbel_from_uniform, row_keys
 from .reference import reference_head
 
 SOFT_TOPK = 64
@@ -190,12 +190,29 @@ class _GumbelRace:
 
     def add(self, z: torch.Tensor, m: torch.Tensor, c0: int) -> None:
         """Queue this chunk's possible winners; ``m`` is the running max including the chunk."""
-        r, c = (z >= self._threshold(m)[:, None]).nonzero(as_tuple=True)
+        cand = z >= self._threshold(m)[:, None]
+        if int(cand.sum()) * 8 > cand.numel():  # a flat chunk: hashing it whole is cheaper
+            self.flush(m)  # earlier columns first, so ties still go to the lowest id
+            self._dense(z, c0)
+            return
+        r, c = cand.nonzero(as_tuple=True)
         if r.numel():
             self.pending.append((r, c + c0, z[r, c]))
             self.size += r.numel()
         if self.size > self.budget:
             self.flush(m)
+
+    def _dense(self, z: torch.Tensor, c0: int) -> None:
+        cols = torch.arange(c0, c0 + z.shape[1], device=z.device, dtype=torch.int64)
+        bits = fmix32_(cols[None, :] ^ self.keys[:, None])
+        bits >>= 9
+        u = bits.to(torch.float32)
+        del bits
+        vals = u.add_(0.5).mul_(U_SCALE).log_().neg_().log_().neg_().add_(z)  # z + gumbel(u)
+        vmax, varg = vals.max(dim=1)
+        upd = vmax > self.best
+        self.best = torch.where(upd, vmax, self.best)
+        self.idx = torch.where(upd, varg + c0, self.idx)
 
     def flush(self, m: torch.Tensor) -> None:
         """Hash the queued candidates that still pass the bound and merge them into the best."""
@@ -207,7 +224,7 @@ class _GumbelRace:
         r, c, zv = r[keep], c[keep], zv[keep]
         if not r.numel():
             return
-        bits = fmix32(c ^ self.keys[r])
+        bits = fmix32_(c ^ self.keys[r])
         vals = zv + gumbel_from_uniform(((bits >> 9).to(torch.float32) + 0.5) * U_SCALE)
         row_max = torch.full_like(self.best, float("-inf")).scatter_reduce_(0, r, vals, "amax")
         big = torch.iinfo(torch.int64).max
@@ -251,7 +268,7 @@ def chunked_head(
     s_sum = torch.zeros(n, device=dev, dtype=f32)
     best = torch.full((n,), float("-inf"), device=dev, dtype=f32)
     best_idx = torch.zeros(n, device=dev, dtype=torch.int64)
-    race = _GumbelRace(keys, budget=n * chunk)
+    race = _GumbelRace(keys, budget=max(1024, n * chunk // 2))
     acc = None if truncated else torch.zeros(n, d, device=dev, dtype=f32)
     top_v = torch.empty(n, 0, device=dev, dtype=f32)
     top_i = torch.empty(n, 0, device=dev, dtype=torch.int64)

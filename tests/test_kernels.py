@@ -21,8 +21,8 @@ import textwrap
 
 import pytest
 import torch
-from dgls.kernels.diffusion_head import SOFT_TOPK, HeadOutput, diffusion_head
-from dgls.kernels.noise import fmix32, fmix32_int, gumbel_tile, uniform
+from dgls.kernels.diffusion_head import SOFT_TOPK, HeadOutput, _GumbelRace, diffusion_head
+from dgls.kernels.noise import fmix32, fmix32_, fmix32_int, gumbel_rows, gumbel_tile, row_keys, uniform
 from dgls.kernels.reference import reference_logits
 
 CAP = 30.0
@@ -59,6 +59,8 @@ def test_fmix32_torch_matches_scalar():
     xs = [0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1, 0xDEADBEEF]
     got = fmix32(torch.tensor(xs, dtype=torch.int64)).tolist()
     assert got == [fmix32_int(x) for x in xs]
+    big = torch.randint(0, 2**32, (3, 1001), dtype=torch.int64)  # odd length: vector tails too
+    assert torch.equal(fmix32_(big.clone()), fmix32(big))
 
 
 def test_noise_is_a_pure_function_of_seed_row_col():
@@ -90,6 +92,30 @@ def test_gumbel_max_samples_follow_softmax():
     seeds = torch.stack([torch.argmax(z + gumbel_tile(s, 0, 1, 0, 5), dim=-1)[0] for s in range(2000)])
     freq = torch.bincount(seeds, minlength=5).float() / 2000
     assert (freq - p).abs().max() < 0.05  # across seeds too (~4.5 sigma at n=2000)
+
+
+@pytest.mark.parametrize("budget", [1024, 10**9])
+def test_gumbel_race_equals_dense_gumbel_max(budget):
+    """The lazy race (sparse queue + flushes, dense chunks) picks exactly argmax(z + g)."""
+    g = torch.Generator().manual_seed(4)
+    n, v, chunk = 10, 5000, 250
+    z = torch.round(torch.randn(n, v, generator=g) * 3)  # many exact ties in z
+    z[:, 5] = 60.0  # peaked rows: once the peak is seen the race queues almost nothing
+    z[6, 5], z[6, 3000] = 0.0, 60.0  # a late peak: its row queues whole chunks until then
+    z[7, 40:60] = 60.0  # a tied peak
+    z[3, 200:300] = float("-inf")  # banned ids
+    if budget > 10**6:
+        z[8, 5] = 0.0  # one flat row: chunks go dense
+    rows = torch.arange(n) * 7 + 3
+    keys = row_keys(11, rows)
+    race = _GumbelRace(keys, budget=budget)
+    m = torch.full((n,), float("-inf"))
+    for c0 in range(0, v, chunk):
+        zc = z[:, c0 : c0 + chunk]
+        m = torch.maximum(m, zc.max(dim=1).values)
+        race.add(zc, m, c0)
+    race.flush(m)
+    assert torch.equal(race.idx, torch.argmax(z + gumbel_rows(11, rows, 0, v), dim=1))
 
 
 # ---------------------------------------------------------------- chunked vs reference
