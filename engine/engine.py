@@ -16,6 +16,7 @@ from .prefix_cache import PrefixCache, PrefixEntry
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
+REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens encoded per encoder call
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
@@ -211,13 +212,32 @@ class Engine:
         return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
 
     def _repair_layout(self, layout: CanvasLayout, span: str, remask: list[tuple[int, int]]) -> CanvasLayout:
-        """Clamp the span's good tokens in place; the tokens touching `remask` ranges become free again."""
+        """Keep the span's good tokens clamped; each re-masked run becomes free slots, with room to grow.
+
+        Slots: good tokens (clamped), then for every run of tokens touching a `remask` range that
+        many free slots plus REPAIR_SLACK more, ..., then clamped filler to the end of the span.
+        The model may write filler into free slots it does not need (dropped when decoding).
+        """
         enc = self.tokenizer(span, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"][: layout.span_slots], enc["offset_mapping"][: layout.span_slots]
-        layout.ids[: len(ids)] = torch.tensor(ids, dtype=torch.long)
-        for i, (lo, hi) in enumerate(offsets):
+        ids: list[int] = []
+        free: list[bool] = []
+        filler = self.special.fill if self.special.fill is not None else self.special.pad
+        for tok, (lo, hi) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
             touched = any(lo < end and start < max(hi, lo + 1) for start, end in remask)
-            layout.clamped[i] = not touched
+            if not touched and free and free[-1]:
+                ids += [filler] * REPAIR_SLACK
+                free += [True] * REPAIR_SLACK
+            ids.append(tok)
+            free.append(touched)
+        if free and free[-1]:
+            ids += [filler] * REPAIR_SLACK
+            free += [True] * REPAIR_SLACK
+        slots = layout.span_slots
+        ids, free = ids[:slots], free[:slots]
+        layout.ids[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        layout.ids[len(ids): slots] = filler
+        layout.clamped[:slots] = True
+        layout.clamped[: len(free)] = ~torch.tensor(free, dtype=torch.bool)
         return layout
 
     def _layouts(self, budget: int, suffix_ids: list[int]) -> list[CanvasLayout]:
