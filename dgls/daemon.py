@@ -35,7 +35,7 @@ async def handle_connection(shared: Shared, reader: asyncio.StreamReader, writer
     ls.loop = asyncio.get_running_loop()
     ls.protocol.set_writer(writer)  # type: ignore[arg-type]
     try:
-        await run_async(stop_event=stop, reader=reader, protocol=ls.protocol, logger=log,
+        await run_async(stop_event=stop, reader=reader, protocol=ls.protocol, logger=logging.getLogger("pygls.io_"),
                         error_handler=ls.report_server_error)
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         log.info("%s: connection lost (%s)", ls.client_id, exc)
@@ -48,6 +48,7 @@ async def handle_connection(shared: Shared, reader: asyncio.StreamReader, writer
 
 async def serve(shared: Shared, host: str, port: int, started: asyncio.Future | None = None) -> None:
     """Accept editors forever; `started` receives the bound port (useful with port 0)."""
+    shared.host.configure(shared.defaults.engine_key)  # load while the first editor starts up
     server = await asyncio.start_server(lambda r, w: handle_connection(shared, r, w), host, port, limit=2**20)
     bound = server.sockets[0].getsockname()[1]
     if host not in ("127.0.0.1", "::1", "localhost"):

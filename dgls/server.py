@@ -22,11 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from lsprotocol import types as lsp
 from pygls.capabilities import ServerCapabilitiesBuilder
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
@@ -142,8 +143,10 @@ class DglsServer(LanguageServer):
 
     # -- plumbing ----------------------------------------------------------------------------
     def report_server_error(self, error: Exception, source: Any) -> None:
-        """Errors outside a request go to the log, not to pop-ups (showMessage is for fatal ones)."""
-        log.warning("%s", error)
+        """Errors outside a request go to the log, not to pop-ups (showMessage is for fatal ones);
+        a failed request was answered with its error already."""
+        if source is not FeatureRequestError:
+            log.warning("%s", error)
 
     def post(self, fn: Callable[[], Any]) -> None:
         """Run `fn` on this connection's event loop (safe from any thread)."""
@@ -172,14 +175,29 @@ class DglsServer(LanguageServer):
 
     # -- settings and engine state -----------------------------------------------------------
     def apply_settings(self, data: Any) -> None:
+        """Merge a settings payload; a changed model/device/dtype reloads the shared engine."""
+        before = self.settings.engine_key
         settings, problems = self.settings.merged(data)
         for problem in problems:
             log.warning("%s", problem)
         self.settings = settings
         self._log_handler.setLevel(settings.log_level_no)
-        if self._initialized and settings.engine_key != self.shared.host.key:
+        if self._initialized and settings.engine_key != before:
             log.info("model settings changed: reloading the engine")
             self.shared.host.configure(settings.engine_key)
+
+    def attach_engine(self) -> None:
+        """At initialize: load the engine this client asks for, or share the one already there.
+
+        A client that names no model of its own joins whatever the daemon runs (so a second
+        editor does not reload the engine under the first); one that does name a model wins.
+        """
+        host, key = self.shared.host, self.settings.engine_key
+        if host.key is None or key != self.shared.defaults.engine_key:
+            host.configure(key)
+        else:
+            model, device, dtype = host.key
+            self.settings = replace(self.settings, model=model, device=device, dtype=dtype)
 
     def _host_changed(self, state: str, message: str) -> None:
         self.post(lambda: self._on_host_state(state, message))
@@ -358,7 +376,7 @@ def create_server(shared: Shared | None = None, client_id: str | None = None) ->
         ls.docs.encoding = _ENCODINGS.get(encoding, UTF16)
         ls.apply_settings(params.initialization_options)
         logging.getLogger("dgls").addHandler(ls._log_handler)
-        ls.shared.host.configure(ls.settings.engine_key)  # loads on a thread: answer at once
+        ls.attach_engine()  # loads on a thread: initialize answers at once
 
     @ls.feature(lsp.INITIALIZED)
     def initialized(ls: DglsServer, params: lsp.InitializedParams) -> None:
