@@ -51,33 +51,29 @@ def _malloc_trim() -> None:
 
 
 def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int | None]:
-    """Peak extra bytes of a first call (which doubles as warm-up), then best wall time of ``repeats``."""
-    if device.type == "cuda":
-        fn()
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        _malloc_trim()  # hand freed heap pages back so the baseline holds only live memory
-        base = _status_kb("VmRSS")
-        peak = None
-        if _reset_peak_rss():
-            fn()
-            peak = (_status_kb("VmHWM") - base) * 1024
-        else:
-            fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
+    """One warm-up call, then ``repeats`` timed calls; the first timed call also gives the peak."""
+    cuda = device.type == "cuda"
+    fn()
+    best, peak = float("inf"), None
+    for i in range(max(1, repeats)):
+        if cuda:
             torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _malloc_trim()  # hand freed heap pages back so the baseline holds only live memory
+            base = _status_kb("VmRSS") * 1024
+            tracked = _reset_peak_rss()
         t0 = time.perf_counter()
         fn()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
+        if i == 0:
+            if cuda:
+                peak = torch.cuda.max_memory_allocated() - base
+            elif tracked:
+                peak = _status_kb("VmHWM") * 1024 - base
     return best, peak
 
 

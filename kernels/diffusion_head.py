@@ -268,7 +268,7 @@ def chunked_head(
     s_sum = torch.zeros(n, device=dev, dtype=f32)
     best = torch.full((n,), float("-inf"), device=dev, dtype=f32)
     best_idx = torch.zeros(n, device=dev, dtype=torch.int64)
-    race = _GumbelRace(keys, budget=max(1024, n * chunk // 2))
+    race = _GumbelRace(keys, budget=max(1024, n * chunk // 8))
     acc = None if truncated else torch.zeros(n, d, device=dev, dtype=f32)
     top_v = torch.empty(n, 0, device=dev, dtype=f32)
     top_i = torch.empty(n, 0, device=dev, dtype=torch.int64)
