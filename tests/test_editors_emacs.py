@@ -1,7 +1,9 @@
 """editors/emacs/dgls.el in a real batch Emacs: eglot connects to `dgls serve` on the tiny model,
 executes the "Complete here" code action and `dgls-infill-selection`, and checks the buffer.
 
-Install (Debian/Ubuntu): `apt-get update && apt-get install -y emacs-nox elpa-eglot`
+A second test does the same through lsp-mode when it is installed.
+
+Install (Debian/Ubuntu): `apt-get update && apt-get install -y emacs-nox elpa-eglot elpa-lsp-mode`
 (Emacs 29+ has eglot built in).
 """
 
@@ -27,14 +29,14 @@ def add2(a, b):
 """
 
 
-def _emacs() -> str:
+def _emacs(feature: str, package: str) -> str:
     exe = shutil.which("emacs")
     if exe is None:
-        pytest.skip("emacs is not installed (apt-get install -y emacs-nox elpa-eglot)")
-    probe = subprocess.run([exe, "--batch", "--eval", "(princ (if (require 'eglot nil t) \"yes\" \"no\"))"],
+        pytest.skip("emacs is not installed (apt-get install -y emacs-nox elpa-eglot elpa-lsp-mode)")
+    probe = subprocess.run([exe, "--batch", "--eval", f"(princ (if (require '{feature} nil t) \"yes\" \"no\"))"],
                            capture_output=True, text=True, timeout=60)
     if probe.stdout.strip() != "yes":
-        pytest.skip("eglot is not available in this Emacs (apt-get install -y elpa-eglot, or Emacs >= 29)")
+        pytest.skip(f"{feature} is not available in this Emacs (apt-get install -y {package})")
     return exe
 
 
@@ -44,19 +46,19 @@ def _server_cmd(model: Path) -> list[str]:
     return [*base, "serve", "--model", str(model), "--device", "cpu"]
 
 
-def test_emacs_eglot_code_action_and_infill(tmp_path, tiny_model_dir):
-    exe = _emacs()
+def _run_script(exe: str, script: str, tmp_path: Path, model: Path) -> dict[str, str]:
+    """Run editors/emacs/test/SCRIPT in batch Emacs on a fresh project; its DGLS-E2E facts."""
     proj = tmp_path / "proj"
     proj.mkdir()
-    (proj / ".git").mkdir()  # a project root for eglot
+    (proj / ".git").mkdir()  # a project root
     source = proj / "example.py"
     source.write_text(SOURCE)
-    cmd = _server_cmd(Path(tiny_model_dir))
+    cmd = _server_cmd(model)
     assert all(" " not in part for part in cmd), "DGLS_SERVER_COMMAND is split on spaces"
     env = {**os.environ, "DGLS_SERVER_COMMAND": " ".join(cmd), "HOME": str(tmp_path)}
     start = time.monotonic()
     done = subprocess.run(
-        [exe, "--batch", "-L", str(EMACS_DIR), "-l", str(EMACS_DIR / "test" / "dgls-e2e.el"), str(source)],
+        [exe, "--batch", "-L", str(EMACS_DIR), "-l", str(EMACS_DIR / "test" / script), str(source)],
         capture_output=True, text=True, timeout=85, env=env, cwd=proj)
     print(f"emacs ran {time.monotonic() - start:.1f}s, exit {done.returncode}")
     facts = {}
@@ -65,7 +67,13 @@ def test_emacs_eglot_code_action_and_infill(tmp_path, tiny_model_dir):
             key, _, value = line[len("DGLS-E2E "):].partition(": ")
             facts[key] = value
             print(line)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (facts, done.stderr[-3000:])
+    return facts
+
+
+def test_emacs_eglot_code_action_and_infill(tmp_path, tiny_model_dir):
+    exe = _emacs("eglot", "elpa-eglot")
+    facts = _run_script(exe, "dgls-e2e.el", tmp_path, Path(tiny_model_dir))
     assert facts.get("connect") == "ok"
     assert facts.get("dgls-mode") == "t"
     assert facts.get("status", "").startswith('("ready"')
@@ -75,3 +83,11 @@ def test_emacs_eglot_code_action_and_infill(tmp_path, tiny_model_dir):
                   "infill-selection-suffix-intact"):
         assert facts.get(check) == "ok", (check, facts)
     assert facts.get("failures") == "0"
+
+
+def test_emacs_lsp_mode_complete_here(tmp_path, tiny_model_dir):
+    exe = _emacs("lsp-mode", "elpa-lsp-mode")
+    facts = _run_script(exe, "dgls-lsp-e2e.el", tmp_path, Path(tiny_model_dir))
+    assert facts.get("status", "").startswith('("ready"')
+    assert facts.get("dgls-mode") == "t"
+    assert facts.get("complete-here", "").startswith("ok")

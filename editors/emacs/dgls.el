@@ -109,13 +109,15 @@
 (declare-function eglot--pos-to-lsp-position "eglot")
 (declare-function eglot--VersionedTextDocumentIdentifier "eglot")
 (declare-function eglot--signal-textDocument/didChange "eglot")
-(declare-function lsp-send-execute-command "lsp-mode")
+(declare-function lsp-request-async "lsp-mode")
 (declare-function lsp--versioned-text-document-identifier "lsp-mode")
 (declare-function lsp--point-to-position "lsp-mode")
 (declare-function lsp-find-workspace "lsp-mode")
 (defvar eglot-confirm-server-initiated-edits)
 (defvar eglot--managed-mode)
 (defvar lsp-mode)
+(defvar lsp--cur-workspace)
+(defvar lsp--buffer-workspaces)
 
 (defun dgls--eglot-p ()
   "Non-nil if a dgls eglot server manages this buffer."
@@ -131,10 +133,17 @@
   "Seconds a dgls command may take before Emacs stops waiting for it."
   :type 'number)
 
+(defun dgls--field (object key)
+  "Field KEY (a keyword) of a JSON OBJECT parsed as a plist or a hash table."
+  (if (hash-table-p object)
+      (gethash (substring (symbol-name key) 1) object)
+    (and (listp object) (plist-get object key))))
+
 (defun dgls--report (result)
   "Say why the server did not apply its edit, if RESULT says so."
-  (when (and (listp result) (eq (plist-get result :applied) :json-false))
-    (message "dgls: no edit (%s)" (or (plist-get result :failureReason) "nothing to insert"))))
+  (when (memq (dgls--field result :applied) '(:json-false :false))
+    (message "dgls: no edit (%s)"
+             (or (dgls--field result :failureReason) "nothing to insert"))))
 
 (defun dgls--execute (command beg end)
   "Ask the server to run COMMAND on BEG..END; it applies the edit itself."
@@ -154,11 +163,20 @@
                         (list :command command :arguments args)
                         :timeout dgls-command-timeout))))
    ((dgls--lsp-p)
-    (let ((range (list :start (lsp--point-to-position beg)
-                       :end (lsp--point-to-position end))))
-      (lsp-send-execute-command
-       command (vector (list :textDocument (lsp--versioned-text-document-identifier)
-                             :range range)))))
+    (let* ((workspace (lsp-find-workspace 'dgls nil))
+           ;; Send to the dgls workspace only, not to every server of the buffer.
+           (lsp--cur-workspace workspace)
+           (lsp--buffer-workspaces (list workspace))
+           (range (list :start (lsp--point-to-position beg)
+                        :end (lsp--point-to-position end))))
+      (lsp-request-async "workspace/executeCommand"
+                         (list :command command
+                               :arguments (vector (list :textDocument
+                                                        (lsp--versioned-text-document-identifier)
+                                                        :range range)))
+                         #'dgls--report
+                         :error-handler (lambda (err) (message "dgls: %s failed: %S" command err))
+                         :mode 'detached)))
    (t (user-error "No dgls server manages this buffer (M-x eglot or M-x lsp first)"))))
 
 (defun dgls-complete-here ()
