@@ -81,7 +81,8 @@ def load_corpus(root: Path | None = None, prefix: str = "stdlib") -> Corpus:
     """Read, filter, de-duplicate (content hash, first path in sorted order wins), then split."""
     root = root or stdlib_root()
     stats = {"files_seen": 0, "skipped_size": 0, "skipped_decode": 0, "skipped_near_empty": 0,
-             "skipped_duplicate": 0, "skipped_syntax": 0}
+             "skipped_duplicate": 0, "skipped_syntax": 0,
+             "skipped_generated": 0}
     seen: set[str] = set()
     train: list[SourceFile] = []
     held: list[SourceFile] = []
@@ -102,6 +103,9 @@ def load_corpus(root: Path | None = None, prefix: str = "stdlib") -> Corpus:
             continue
         if _code_lines(text) < MIN_CODE_LINES:
             stats["skipped_near_empty"] += 1
+            continue
+        if "gencodec.py" in text[:400]:  # machine-generated codec tables
+            stats["skipped_generated"] += 1
             continue
         if not _parses(text):
             stats["skipped_syntax"] += 1

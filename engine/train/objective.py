@@ -273,13 +273,27 @@ def encode_prompts(model, batch: Batch):
     return cache
 
 
+def decoder_hidden(model, cache, batch: Batch, canvas: torch.LongTensor,
+                   self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """One decoder pass over the canvases, reading (never writing) the prompt cache: [B, C, H]."""
+    mask = None if bool(batch.decoder_attention_mask.all()) else batch.decoder_attention_mask
+    out = model.model(decoder_input_ids=canvas, past_key_values=cache,
+                      self_conditioning_logits=self_conditioning_logits,
+                      decoder_position_ids=batch.decoder_positions, decoder_attention_mask=mask)
+    return out.last_hidden_state
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's head: tied lm_head then the final soft-cap, in float32 (as its forward does)."""
+    cap = model.final_logit_softcapping
+    logits = model.lm_head(hidden).float()
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 def decoder_logits(model, cache, batch: Batch, canvas: torch.LongTensor,
                    self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
-    """One decoder pass over the canvases, reading (never writing) the prompt cache."""
-    mask = None if bool(batch.decoder_attention_mask.all()) else batch.decoder_attention_mask
-    out = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=self_conditioning_logits,
-                decoder_position_ids=batch.decoder_positions, decoder_attention_mask=mask)
-    return out.logits
+    """Full canvas logits [B, C, V], exactly `model(...).logits`."""
+    return lm_logits(model, decoder_hidden(model, cache, batch, canvas, self_conditioning_logits))
 
 
 def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: bool,
@@ -287,16 +301,20 @@ def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: b
     """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass."""
     noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator)
     cache = encode_prompts(model, batch)
+    span = batch.span
     sc = None
     if self_condition:
         lo, hi = SELF_COND_TEMPERATURE
         temp = lo + (hi - lo) * float(torch.rand((), generator=generator))
         with torch.no_grad():
-            first = decoder_logits(model, cache, batch, noisy)
-        sc = clamp_logits(first / temp, batch.targets, batch.clamped)
-    logits = decoder_logits(model, cache, batch, noisy, sc)
-    span = batch.span
-    loss = F.cross_entropy(logits[span], batch.targets[span])
+            # The head runs on span slots only: clamp_logits overrides every other position anyway.
+            first = decoder_hidden(model, cache, batch, noisy)
+            sc = torch.zeros(*span.shape, vocab_size)
+            sc[span] = lm_logits(model, first[span]) / temp
+            sc = clamp_logits(sc, batch.targets, batch.clamped)
+    hidden = decoder_hidden(model, cache, batch, noisy, sc)
+    logits = lm_logits(model, hidden[span])  # [N, V]: the loss needs span slots only
+    loss = F.cross_entropy(logits, batch.targets[span])
     with torch.no_grad():
-        acc = (logits[span].argmax(-1) == batch.targets[span]).float().mean()
+        acc = (logits.argmax(-1) == batch.targets[span]).float().mean()
     return loss, {"span_tokens": int(span.sum()), "acc": float(acc), "t_mean": float(t.mean())}
