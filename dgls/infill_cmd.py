@@ -1,11 +1,18 @@
-"""`dgls infill FILE --line L --col C [--end-line L2 --end-col C2]`: one infill from the command line."""
+"""`dgls infill FILE --line L --col C [--end-line L2 --end-col C2]`: one infill from the command line.
+
+It goes through the same pipeline as the language server (span planning, engine, clean-up and
+syntax check), so the shell and the editor give the same answer for the same text.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
+
+from lsprotocol import types as lsp
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
@@ -22,9 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--col", type=int, required=True, help="0-based column in UTF-16 code units (as LSP)")
     parser.add_argument("--end-line", type=int, default=None, help="end of a selection to rewrite")
     parser.add_argument("--end-col", type=int, default=None)
-    parser.add_argument("--max-tokens", type=int, default=None, help="span budget in tokens (default: planned)")
+    parser.add_argument("--max-tokens", type=int, default=48, help="largest span budget in tokens")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--json", action="store_true", help="print text, range and stats as JSON")
     add_model_arguments(parser)
@@ -47,43 +53,67 @@ def read_source(path: Path) -> str:
         raise InputError(f"{path}: not valid UTF-8 (byte {exc.start}); dgls infills UTF-8 text only") from exc
 
 
-def position_to_offset(text: str, line: int, col: int) -> int:
-    """LSP position (0-based line, UTF-16 column) -> str offset; raises InputError when outside."""
-    from .positions import position_to_offset as to_offset
+def offset_of(doc, line: int, col: int) -> int:
+    """Offset of a position, refusing (unlike LSP's clamping) a column past the end of its line."""
+    from .documents import PositionError
 
+    if line < 0 or col < 0:
+        raise InputError(f"position {line}:{col} is negative; lines and columns count from 0")
     try:
-        return to_offset(text, line, col)
-    except ValueError as exc:
+        offset = doc.offset_at(lsp.Position(line=line, character=col))
+    except PositionError as exc:
         raise InputError(str(exc)) from exc
+    line_end = doc.position_at(doc.line_range(line)[1]).character
+    if col > line_end:
+        raise InputError(f"column {col} is past the end of line {line} ({line_end} UTF-16 units)")
+    return offset
 
 
 def run(args: argparse.Namespace) -> int:
-    from .infill import infill_text, language_for_path
+    from .documents import Document
 
+    path = Path(args.file)
     try:
-        text = read_source(Path(args.file))
-        start = position_to_offset(text, args.line, args.col)
-        end = start
+        text = read_source(path)
+        doc = Document(uri=path.resolve().as_uri(), text=text, version=0,
+                       language_id=args.language or path.suffix.lstrip(".").lower())
+        start = offset_of(doc, args.line, args.col)
+        end = None
         if args.end_line is not None or args.end_col is not None:
             if args.end_line is None or args.end_col is None:
                 raise InputError("--end-line and --end-col go together")
-            end = position_to_offset(text, args.end_line, args.end_col)
+            end = offset_of(doc, args.end_line, args.end_col)
             if end < start:
                 raise InputError("the selection ends before it starts")
     except InputError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 2
     from .engine import Engine, EngineError
+    from .options import Settings
+    from .pipeline import plan_at, run_plans, snapshot
 
+    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps)
     try:
         engine = Engine(args.model, device=args.device, dtype=args.dtype)
-        result = infill_text(engine, text, args.language or language_for_path(args.file), start, end,
-                             max_tokens=args.max_tokens, steps=args.steps, seed=args.seed)
+        plan = plan_at(doc, start, end, settings)
+        results: list = []
+        edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event(),
+                          rewrite=end is not None, results=results)
     except EngineError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 1
+    edit = edits[0]
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
+        rng = doc.range_of(edit.start, edit.end)
+        print(json.dumps({
+            "text": edit.text,
+            "raw": results[0].text,
+            "range": {"start": {"line": rng.start.line, "character": rng.start.character},
+                      "end": {"line": rng.end.line, "character": rng.end.character}},
+            "plan": {"kind": plan.kind, "budget": plan.budget, "single_line": plan.single_line},
+            "confidence": results[0].confidence,
+            "stats": results[0].stats.to_dict(),
+        }, ensure_ascii=False, indent=2))
     else:
-        print(result["text"])
+        print(edit.text)
     return 0
