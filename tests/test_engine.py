@@ -185,3 +185,39 @@ def test_repair_keeps_good_tokens_and_redenoises_the_bad_ones(engine):
     assert free == list(range(8, 15 + 4))  # byte-level: one token per character, plus 4 slots of slack
     # the clamped tokens come back unchanged, around whatever the model put in the hole
     assert res.text.startswith("value = ") and res.text.endswith(", 2)")
+
+
+def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
+    """Same canvas, cache and self-conditioning: the fused head gives the reference head's argmax,
+    entropy and confidence, and its soft embedding equals softmax(logits/T) @ E * scale."""
+    from dgls.engine.denoise import fused_step
+
+    model = load_model(str(tiny_model_dir)).model
+    vocab, length, n = model.config.text_config.vocab_size, 24, 20
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(4, vocab, (1, n), generator=g)
+    canvas = torch.randint(4, vocab, (1, length), generator=g)
+    template = canvas[0].clone()
+    clamped = torch.zeros(length, dtype=torch.bool)
+    clamped[16:] = True
+    positions = torch.arange(n, n + length)[None]
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config.get_text_config())
+        model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
+        ref = reference_step(model, canvas, cache, positions, None, 0.6, template, clamped, torch.tensor([0, 1]), g)
+        fused = fused_step(model, canvas, cache, positions, None, 0.6, template, clamped, torch.tensor([0, 1]), g,
+                           impl="chunked")
+        assert torch.equal(ref.argmax, fused.argmax)
+        torch.testing.assert_close(fused.entropy, ref.entropy, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused.confidence, ref.confidence, atol=1e-5, rtol=1e-4)
+        weight = model.model.decoder.embed_tokens.weight
+        scale = model.model.decoder.embed_tokens.scalar_embed_scale
+        expected_soft = torch.softmax(ref.self_cond.float(), -1) @ weight * scale
+        torch.testing.assert_close(fused.self_cond, expected_soft, atol=1e-4, rtol=1e-4)
+        # the next step through each path sees the same self-conditioning
+        next_ref = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=ref.self_cond,
+                           decoder_position_ids=positions).logits.argmax(-1)
+        ref2 = fused_step(model, canvas, cache, positions, fused.self_cond, 0.6, template, clamped, None, g,
+                          impl="chunked")
+        clamped_free = ~clamped
+        assert torch.equal(next_ref[0, clamped_free], ref2.argmax[0, clamped_free])
