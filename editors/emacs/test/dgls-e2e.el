@@ -3,7 +3,8 @@
 ;; emacs --batch -l editors/emacs/dgls.el -l editors/emacs/test/dgls-e2e.el FILE
 ;;
 ;; Environment: DGLS_SERVER_COMMAND, the server command line split on spaces
-;; (default "dgls serve").  FILE is a Python file with the line "def add(a, b):".
+;; (default "dgls serve").  FILE is a Python file with the comments "# sum:" and
+;; "# product of a and b" (comments, so that any text a random test model writes is valid).
 ;; Connects eglot to the server, then (1) asks for code actions at a cursor, executes
 ;; the one that runs dgls.completeHere, and (2) runs `dgls-infill-selection' on a region; after each edit it
 ;; checks that only the span changed.  Prints one "DGLS-E2E key: value" line per fact
@@ -67,9 +68,9 @@
   (dgls-e2e--wait (lambda () (member (car dgls-status) '("ready" "error"))) 60)
   (dgls-e2e--say "status" "%S" dgls-status)
 
-  ;; 1. Code action "Complete here" at the end of "def add(a, b):\n    return ".
+  ;; 1. The code action that runs dgls.completeHere, at the end of "# sum:".
   (goto-char (point-min))
-  (search-forward "    return ")
+  (search-forward "# sum:")
   (let* ((before (buffer-substring-no-properties (point-min) (point)))
          (after (buffer-substring-no-properties (point) (point-max)))
          (actions (eglot-code-actions (point) (point)))
@@ -91,11 +92,11 @@
                        (dgls-e2e--wait (lambda () (> dgls-e2e--edits edits)) 60))
       (dgls-e2e--span-check "complete-here" before after)))
 
-  ;; 2. `dgls-infill-selection' on the region "a + b" of "def add2(a, b):\n    return a + b".
+  ;; 2. `dgls-infill-selection' on the region "a and b" of "# product of a and b".
   (goto-char (point-min))
-  (search-forward "return a + b")
+  (search-forward "a and b")
   (let* ((end (point))
-         (beg (- end (length "a + b")))
+         (beg (- end (length "a and b")))
          (before (buffer-substring-no-properties (point-min) beg))
          (after (buffer-substring-no-properties end (point-max)))
          (edits dgls-e2e--edits))

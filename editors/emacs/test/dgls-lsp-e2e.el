@@ -3,8 +3,8 @@
 ;; emacs --batch -L editors/emacs -l editors/emacs/test/dgls-lsp-e2e.el FILE
 ;;
 ;; Like dgls-e2e.el, for lsp-mode: registers dgls with `dgls-lsp-setup', starts it on FILE (a
-;; Python file with the line "    return "), runs `dgls-complete-here' after "    return " and
-;; checks that only the span changed.  Prints "DGLS-E2E key: value" lines; exits 0 on success.
+;; Python file with the comment "# sum:"), runs `dgls-complete-here' after "# sum:" and checks
+;; that only the span changed.  Prints "DGLS-E2E key: value" lines; exits 0 on success.
 
 ;;; Code:
 
@@ -41,7 +41,7 @@
   (dgls-lsp-e2e--say "status" "%S" dgls-status)
   (dgls-lsp-e2e--say "dgls-mode" "%s" (bound-and-true-p dgls-mode))
   (goto-char (point-min))
-  (search-forward "    return ")
+  (search-forward "# sum:")
   (let* ((before (buffer-substring-no-properties (point-min) (point)))
          (after (buffer-substring-no-properties (point) (point-max)))
          (original (concat before after))

@@ -112,7 +112,10 @@ local function run(command, use_selection)
     command = 'dgls.completeHere'
   end
   local argument = {
-    textDocument = { uri = vim.uri_from_bufnr(bufnr), version = vim.lsp.util.buf_versions[bufnr] },
+    textDocument = {
+      uri = vim.uri_from_bufnr(bufnr),
+      version = vim.lsp.util.buf_versions[bufnr] or vim.b[bufnr].changedtick,
+    },
     range = range,
   }
   client:exec_cmd({ title = command, command = command, arguments = { argument } }, { bufnr = bufnr },
@@ -166,13 +169,15 @@ end
 function M.setup(opts)
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(defaults), opts or {})
   local cfg = M.config
+  -- An empty Lua table would be sent as a JSON array.
+  local section = next(cfg.settings) and cfg.settings or vim.empty_dict()
   vim.api.nvim_set_hl(0, 'DglsGhostText', { link = 'Comment', default = true })
   vim.lsp.config(NAME, {
     cmd = cfg.cmd,
     filetypes = cfg.filetypes,
     root_markers = cfg.root_markers,
-    settings = { dgls = cfg.settings },
-    init_options = { dgls = cfg.settings },
+    settings = { dgls = section },
+    init_options = { dgls = section },
     handlers = { ['dgls/status'] = on_status },
     on_attach = on_attach,
     on_exit = function()
