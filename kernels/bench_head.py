@@ -109,9 +109,36 @@ def bench_head(
     soft_eps: float = 0.01,
     chunk: int = 8192,
     impls: tuple[str, ...] = ("reference", "chunked", "chunked_eps", "triton", "triton_eps"),
+    threads: int | None = 1,
 ) -> dict:
-    """Seconds (best of ``repeats``) and peak extra bytes per implementation, plus ratios."""
+    """Seconds (best of ``repeats``) and peak extra bytes per implementation, plus ratios.
+
+    ``threads`` (CPU): torch intra-op threads during the run, 1 by default: on a shared machine
+    multi-threaded ops spin at barriers while a neighbour holds the other core, which makes
+    both wall and CPU time measure the neighbours. None keeps torch's setting.
+    """
     dev = torch.device(device)
+    old_threads = torch.get_num_threads()
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        return _bench(V, D, N, dtype, repeats, dev, profile, soft_eps, chunk, impls)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _bench(
+    V: int,
+    D: int,
+    N: int,
+    dtype: torch.dtype,
+    repeats: int,
+    dev: torch.device,
+    profile: str,
+    soft_eps: float,
+    chunk: int,
+    impls: tuple[str, ...],
+) -> dict:
     hidden, weight = make_inputs(V, D, N, dtype, dev, profile)
     kw = dict(temperature=0.6, softcap=30.0, embed_scale=D**0.5, seed=1, banned=torch.tensor([0, 1]))
     runs: dict[str, Callable[[], object]] = {
@@ -170,6 +197,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--profile", default="peaked", choices=["peaked", "flat"])
     ap.add_argument("--chunk", type=int, default=8192)
+    ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: torch default)")
     args = ap.parse_args()
     for d in args.D:
         for n in args.N:
@@ -182,6 +210,7 @@ def main() -> None:
                 device=args.device,
                 profile=args.profile,
                 chunk=args.chunk,
+                threads=args.threads or None,
             )
             print(json.dumps(res), flush=True)
 

@@ -27,7 +27,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .noise import GUMBEL_MAX, GUMBEL_MIN, U_SCALE, fmix32_, gumbel_from_uniform, row_keys
+from .noise import (
+    GUMBEL_MAX,
+    GUMBEL_MIN,
+    U_SCALE,
+    fmix32_,
+    fmix32_i32_,
+    gumbel_from_uniform,
+    row_keys,
+    to_int32_bits,
+    uniform_from_i32,
+)
 from .reference import reference_head
 
 SOFT_TOPK = 64
@@ -178,6 +188,7 @@ class _GumbelRace:
     def __init__(self, keys: torch.Tensor, budget: int) -> None:
         n = keys.shape[0]
         self.keys = keys
+        self.keys32 = to_int32_bits(keys)
         self.budget = budget
         self.best = torch.full((n,), float("-inf"), device=keys.device)
         self.idx = torch.zeros(n, dtype=torch.int64, device=keys.device)
@@ -203,12 +214,11 @@ class _GumbelRace:
             self.flush(m)
 
     def _dense(self, z: torch.Tensor, c0: int) -> None:
-        cols = torch.arange(c0, c0 + z.shape[1], device=z.device, dtype=torch.int64)
-        bits = fmix32_(cols[None, :] ^ self.keys[:, None])
-        bits >>= 9
-        u = bits.to(torch.float32)
+        cols = torch.arange(c0, c0 + z.shape[1], device=z.device, dtype=torch.int32)
+        bits = fmix32_i32_(cols[None, :] ^ self.keys32[:, None])
+        u = uniform_from_i32(bits)
         del bits
-        vals = u.add_(0.5).mul_(U_SCALE).log_().neg_().log_().neg_().add_(z)  # z + gumbel(u)
+        vals = u.log_().neg_().log_().neg_().add_(z)  # z + gumbel(u), as gumbel_from_uniform
         vmax, varg = vals.max(dim=1)
         upd = vmax > self.best
         self.best = torch.where(upd, vmax, self.best)

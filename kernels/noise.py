@@ -64,6 +64,31 @@ def _mul32_(h: torch.Tensor, c: int) -> None:
     h &= MASK32
 
 
+def to_int32_bits(h: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2**32) -> int32 tensor with the same 32 bits."""
+    return torch.where(h >= 2**31, h - 2**32, h).to(torch.int32)
+
+
+def fmix32_i32_(h: torch.Tensor) -> torch.Tensor:
+    """In-place ``fmix32`` on an int32 tensor holding the bits: the fast path for big tiles.
+
+    int32 multiplies wrap modulo 2**32 (two's complement, as torch's CPU and CUDA kernels do;
+    ``test_kernels`` checks it against :func:`fmix32`); shifts are arithmetic, so each is masked
+    to act as a logical shift. Half the memory traffic and a third of the ops of the int64 form.
+    """
+    h ^= (h >> 16) & 0xFFFF
+    h *= FMIX_C1 - 2**32
+    h ^= (h >> 13) & 0x7FFFF
+    h *= FMIX_C2 - 2**32
+    h ^= (h >> 16) & 0xFFFF
+    return h
+
+
+def uniform_from_i32(bits: torch.Tensor) -> torch.Tensor:
+    """u in (0, 1) from int32 hash bits (top 23 bits), same values as the int64 path."""
+    return ((bits >> 9) & 0x7FFFFF).to(torch.float32).add_(0.5).mul_(U_SCALE)
+
+
 def fmix32_int(h: int) -> int:
     """Scalar ``fmix32`` on a Python int (used for per-call keys passed to kernels)."""
     h &= MASK32

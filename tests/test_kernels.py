@@ -22,7 +22,18 @@ import textwrap
 import pytest
 import torch
 from dgls.kernels.diffusion_head import SOFT_TOPK, HeadOutput, _GumbelRace, diffusion_head
-from dgls.kernels.noise import fmix32, fmix32_, fmix32_int, gumbel_rows, gumbel_tile, row_keys, uniform
+from dgls.kernels.noise import (
+    fmix32,
+    fmix32_,
+    fmix32_i32_,
+    fmix32_int,
+    gumbel_rows,
+    gumbel_tile,
+    row_keys,
+    to_int32_bits,
+    uniform,
+    uniform_from_i32,
+)
 from dgls.kernels.reference import reference_logits
 
 CAP = 30.0
@@ -61,6 +72,9 @@ def test_fmix32_torch_matches_scalar():
     assert got == [fmix32_int(x) for x in xs]
     big = torch.randint(0, 2**32, (3, 1001), dtype=torch.int64)  # odd length: vector tails too
     assert torch.equal(fmix32_(big.clone()), fmix32(big))
+    fast = fmix32_i32_(to_int32_bits(big))
+    assert torch.equal(fast.to(torch.int64) & 0xFFFFFFFF, fmix32(big))
+    assert torch.equal(uniform_from_i32(fast), ((fmix32(big) >> 9).float() + 0.5) * 2.0**-23)
 
 
 def test_noise_is_a_pure_function_of_seed_row_col():
