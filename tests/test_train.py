@@ -199,3 +199,27 @@ def test_decoder_logits_match_model_forward():
         ref = model(decoder_input_ids=batch.targets, past_key_values=cache,
                     decoder_position_ids=batch.decoder_positions).logits
     torch.testing.assert_close(ours, ref)
+
+
+def test_export_then_restart_from_exported_weights(tmp_path):
+    from dgls.engine.train.train import Trainer, export
+    from transformers import AutoTokenizer
+
+    corpus = Corpus(train=[SourceFile("a.py", CODE)], held_out=[])
+    (tmp_path / "run" / "tokenizer").mkdir(parents=True)
+    save_tokenizer(byte_level_tokenizer(), tmp_path / "run" / "tokenizer")
+    a = Trainer(_args(tmp_path / "run", 2), corpus=corpus, log=lambda m: None)
+    a.step()
+    a.save()
+    dest = export(tmp_path / "run", tmp_path / "weights")
+    names = {p.name for p in dest.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "training_state.json"} <= names
+    assert AutoTokenizer.from_pretrained(str(dest)).convert_ids_to_tokens([3]) == ["<fill>"]
+    args = _args(tmp_path / "fresh", 2)
+    args.init_from = str(dest)
+    b = Trainer(args, corpus=corpus, log=lambda m: None)
+    assert b.step_no == 1 and not b.opt.state
+    for (name, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    b.step()

@@ -65,9 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=100, help="items per set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--small", action="store_true", help="a CI preset: 12 items per set")
+    parser.add_argument("--small", action="store_true", help="a CI preset: 10 items per set")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of " + ", ".join(SETS))
     parser.add_argument("--no-model", action="store_true", help="baselines only")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--loss", type=int, default=0, metavar="N",
+                        help="also report held-out span loss on N training-style examples per noise level")
 
 
 # ----- sets -------------------------------------------------------------------------------------
@@ -192,11 +195,65 @@ def exact(pred: str, item: Item) -> bool:
     return pred.rstrip() == item.middle.rstrip()
 
 
+# ----- held-out loss ----------------------------------------------------------------------------
+
+NOISE_LEVELS = (0.25, 0.5, 1.0)
+
+
+def heldout_loss(model_dir: str | None, files, n: int, seed: int) -> dict[str, float]:
+    """Mean span cross-entropy (nats/token) on held-out training-style canvases at fixed noise
+    levels, without self-conditioning: a learning signal independent of the sampler."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from ..canvas import SpecialTokens
+    from . import objective as obj
+    from .tokenizer import load
+    from .train import DEFAULT_EXPORT
+
+    path = model_dir or DEFAULT_EXPORT
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=torch.float32).eval()
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
+    tok = load(path)
+    special = SpecialTokens.from_config(model.config)
+    canvas = int(model.config.canvas_length)
+    prefix = int(model.config.get_text_config().max_position_embeddings) - canvas
+    vocab = int(model.config.get_text_config().vocab_size)
+    rng = random.Random(f"{seed}:loss")
+    texts = [f.text for f in files]
+    examples = []
+    while len(examples) < n:
+        ex = obj.sample_example(tok, rng.choice(texts), rng, special, canvas, prefix)
+        if ex is not None:
+            examples.append(ex)
+    out = {}
+    with torch.no_grad():
+        for level in NOISE_LEVELS:
+            gen = torch.Generator().manual_seed(seed)
+            total, count = 0.0, 0
+            for i in range(0, n, 8):
+                batch = obj.collate(examples[i:i + 8], special)
+                noisy, _ = obj.add_noise(batch.targets, batch.clamped, vocab, gen,
+                                         t=torch.full((batch.targets.shape[0],), level))
+                hidden = obj.decoder_hidden(model, obj.encode_prompts(model, batch), batch, noisy)
+                logits = obj.lm_logits(model, hidden[batch.span])
+                total += float(F.cross_entropy(logits, batch.targets[batch.span], reduction="sum"))
+                count += int(batch.span.sum())
+            out[f"t={level}"] = total / count
+    return out
+
+
 # ----- main -------------------------------------------------------------------------------------
 
 def evaluate(args: argparse.Namespace, log=print) -> dict:
     """Build the sets, run baselines and the model, return a results dict."""
-    n = 12 if args.small else args.n
+    n = 10 if args.small else args.n
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     corpus = load_corpus()
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     engine = None
@@ -242,7 +299,10 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
             if engine is not None and (idx + 1) % 10 == 0:
                 log(f"  {kind}: {idx + 1}/{len(its)}")
     table = {kind: {name: sc.row() for name, sc in per.items()} for kind, per in results.items()}
-    return {"model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
+    losses = heldout_loss(args.model, corpus.held_out, args.loss, args.seed) if args.loss else None
+    import torch
+
+    return {"heldout_span_loss": losses, "threads": torch.get_num_threads(), "model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
             "budgets": {k: BUDGETS[k] for k in items}, "held_out_files": len(corpus.held_out),
             "results": table}
 
@@ -256,6 +316,9 @@ def format_table(out: dict) -> str:
             p90 = f"{r['p90_ms']:.0f}" if r["p90_ms"] is not None else "-"
             rows.append(f"{kind:12s} {name:14s} {r['n']:4d} {100 * r['exact_match']:6.1f}% "
                         f"{100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s}")
+    if out.get("heldout_span_loss"):
+        rows.append("held-out span loss (nats/token): " +
+                    ", ".join(f"{k} {v:.3f}" for k, v in out["heldout_span_loss"].items()))
     return "\n".join(rows)
 
 
