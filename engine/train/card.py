@@ -41,13 +41,15 @@ def loss_summary(loss_tsv: Path, upto: int, buckets: int = 8) -> list[tuple[int,
 
 
 def eval_table(ev: dict) -> str:
-    lines = ["| set | method | n | exact match | syntax OK | p50 ms | p90 ms |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| set | method | n | exact match | syntax OK | p50 ms | p90 ms | mean steps |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for kind, per in ev["results"].items():
         for name, r in per.items():
             p50 = f"{r['p50_ms']:.0f}" if r.get("p50_ms") is not None else "-"
             p90 = f"{r['p90_ms']:.0f}" if r.get("p90_ms") is not None else "-"
+            steps = f"{r['mean_steps']:.1f}" if r.get("mean_steps") is not None else "-"
             lines.append(f"| {kind} | {name} | {r['n']} | {100 * r['exact_match']:.1f}% | "
-                         f"{100 * r['syntax_ok']:.1f}% | {p50} | {p90} |")
+                         f"{100 * r['syntax_ok']:.1f}% | {p50} | {p90} | {steps} |")
     return "\n".join(lines)
 
 
@@ -122,7 +124,8 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
                   f"{ev['n_per_set']} items per set, seed {ev['seed']}, budgets {ev['budgets']} (fixed per "
                   "set, the true length is not revealed); exact match after stripping trailing whitespace; "
                   "syntax OK = the infilled file has no more tree-sitter errors than the original; latency = "
-                  "engine `total_ms`.", "", eval_table(ev), ""]
+                  f"engine `total_ms` with {ev.get('threads')} torch thread(s) on the shared CPU; max steps "
+                  f"{ev.get('steps') or 'from generation_config.json'}.", "", eval_table(ev), ""]
         if ev.get("heldout_span_loss"):
             parts.append("Held-out span loss (no self-conditioning): " +
                          ", ".join(f"{k}: {v:.3f}" for k, v in ev["heldout_span_loss"].items()) + " nats/token.")

@@ -50,10 +50,11 @@ class Score:
     exact: int = 0
     syntax_ok: int = 0
     latency_ms: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
 
     def row(self) -> dict:
         lat = sorted(self.latency_ms)
-        return {"n": self.n, "exact_match": self.exact / self.n if self.n else 0.0,
+        return {"mean_steps": statistics.fmean(self.steps) if self.steps else None, "n": self.n, "exact_match": self.exact / self.n if self.n else 0.0,
                 "syntax_ok": self.syntax_ok / self.n if self.n else 0.0,
                 "p50_ms": statistics.median(lat) if lat else None,
                 "p90_ms": lat[int(0.9 * (len(lat) - 1))] if lat else None}
@@ -68,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small", action="store_true", help="a CI preset: 10 items per set")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of " + ", ".join(SETS))
     parser.add_argument("--no-model", action="store_true", help="baselines only")
+    parser.add_argument("--steps", type=int, default=None, help="max denoising steps (default: the model's)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--loss", type=int, default=0, metavar="N",
                         help="also report held-out span loss on N training-style examples per noise level")
@@ -287,8 +289,9 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
 
                 res = engine.infill(InfillRequest(prefix=item.prefix, suffix=item.suffix,
                                                   max_tokens=BUDGETS[kind], single_line=kind == "single-line",
-                                                  seed=args.seed))
+                                                  seed=args.seed, steps=args.steps))
                 preds["model"] = (res.text, res.stats.total_ms)
+                results[kind]["model"].steps.append(res.stats.steps)
             for name, (pred, ms) in preds.items():
                 sc = results[kind][name]
                 sc.n += 1
@@ -302,20 +305,22 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     losses = heldout_loss(args.model, corpus.held_out, args.loss, args.seed) if args.loss else None
     import torch
 
-    return {"heldout_span_loss": losses, "threads": torch.get_num_threads(), "model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
+    return {"steps": args.steps, "heldout_span_loss": losses, "threads": torch.get_num_threads(), "model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
             "budgets": {k: BUDGETS[k] for k in items}, "held_out_files": len(corpus.held_out),
             "results": table}
 
 
 def format_table(out: dict) -> str:
     """A readable table: one row per (set, method)."""
-    rows = [f"{'set':12s} {'method':14s} {'n':>4s} {'exact':>7s} {'syntax':>7s} {'p50 ms':>8s} {'p90 ms':>8s}"]
+    rows = [f"{'set':12s} {'method':14s} {'n':>4s} {'exact':>7s} {'syntax':>7s} {'p50 ms':>8s} {'p90 ms':>8s} "
+            f"{'steps':>6s}"]
     for kind, per in out["results"].items():
         for name, r in per.items():
             p50 = f"{r['p50_ms']:.0f}" if r["p50_ms"] is not None else "-"
             p90 = f"{r['p90_ms']:.0f}" if r["p90_ms"] is not None else "-"
+            steps = f"{r['mean_steps']:.1f}" if r.get("mean_steps") is not None else "-"
             rows.append(f"{kind:12s} {name:14s} {r['n']:4d} {100 * r['exact_match']:6.1f}% "
-                        f"{100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s}")
+                        f"{100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s} {steps:>6s}")
     if out.get("heldout_span_loss"):
         rows.append("held-out span loss (nats/token): " +
                     ", ".join(f"{k} {v:.3f}" for k, v in out["heldout_span_loss"].items()))
