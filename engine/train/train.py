@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--cooldown-from", type=int, default=0, metavar="STEP",
+                        help="from this step decay the lr linearly to 10%% over --cooldown-steps (0: off)")
+    parser.add_argument("--cooldown-steps", type=int, default=300)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--self-cond-prob", type=float, default=0.5)
     parser.add_argument("--prefix-tokens", type=int, default=model_mod.PREFIX_TOKENS)
@@ -89,9 +92,13 @@ def build_model(size: str, vocab_size: int, prefix_tokens: int, seed: int):
     return model
 
 
-def _lr_at(step: int, base: float, warmup: int) -> float:
-    """Linear warmup, then constant: the run is open-ended across sessions."""
-    return base * min(1.0, (step + 1) / max(1, warmup))
+def _lr_at(step: int, base: float, warmup: int, cooldown_from: int = 0, cooldown_steps: int = 1) -> float:
+    """Linear warmup, then constant (the run is open-ended across sessions); an optional linear
+    cooldown to 10% before an export that ships (warmup-stable-decay)."""
+    lr = base * min(1.0, (step + 1) / max(1, warmup))
+    if cooldown_from and step >= cooldown_from:
+        lr *= max(0.1, 1.0 - 0.9 * (step - cooldown_from) / max(1, cooldown_steps))
+    return lr
 
 
 class Trainer:
@@ -175,7 +182,7 @@ class Trainer:
     def step(self) -> dict:
         batch = self.next_batch()
         self_cond = self.rng.random() < self.args.self_cond_prob
-        lr = _lr_at(self.step_no, self.args.lr, self.args.warmup)
+        lr = _lr_at(self.step_no, self.args.lr, self.args.warmup, self.args.cooldown_from, self.args.cooldown_steps)
         for group in self.opt.param_groups:
             group["lr"] = lr
         loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size)
