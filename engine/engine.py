@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 
@@ -17,7 +18,8 @@ from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
-PREFILL_CHUNK = 2048  # prefix tokens encoded per encoder call
+PREFILL_CHUNK = 2048
+PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed  # prefix tokens encoded per encoder call
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
 
@@ -89,20 +91,41 @@ class Engine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
-        """Tokenize the prefix; if too long for the context, cut whole lines from the left."""
+        """Tokenize the prefix; if too long for the context, cut whole lines from the left.
+
+        Cut points are snapped to a grid of characters (then to the next line start), so a small
+        edit leaves the cut where it was and the document's prefix cache stays valid; the window
+        kept is between half and all of the room. Huge prefixes are pre-trimmed the same way
+        before tokenizing, so a 50,000-line file costs no more than a short one.
+        """
         room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
-        ids = self._encode(prefix)
-        cut_lines = 0
+        start = 0
+        if len(prefix) > room * PRETRIM_CHARS_PER_TOKEN:
+            coarse = room * PRETRIM_CHARS_PER_TOKEN
+            start = self._line_start_at(prefix, (len(prefix) - coarse) // coarse * coarse)
+        ids = self._encode(prefix[start:])
+        if len(ids) > room:  # a power-of-two grid worth at most half the room, so it rarely changes
+            chars_per_token = (len(prefix) - start) / len(ids)
+            grid = 1 << max(4, int(math.log2(max(1.0, room * chars_per_token / 2))))
         while len(ids) > room:
-            enc = self.tokenizer(prefix, add_special_tokens=False, return_offsets_mapping=True)
-            over = len(enc["input_ids"]) - room
-            char = enc["offset_mapping"][over][0]
-            newline = prefix.find("\n", char)
-            cut_at = newline + 1 if newline != -1 else len(prefix)
-            cut_lines += prefix.count("\n", 0, cut_at)
-            prefix = prefix[cut_at:]
-            ids = self._encode(prefix)
-        return ids, cut_lines
+            enc = self.tokenizer(prefix[start:], add_special_tokens=False, return_offsets_mapping=True)
+            must_drop = start + enc["offset_mapping"][len(ids) - room][0]
+            cut = self._line_start_at(prefix, -(-must_drop // grid) * grid)
+            start = cut if cut > start else self._line_start_at(prefix, must_drop)
+            ids = self._encode(prefix[start:])
+        return ids, prefix.count("\n", 0, start)
+
+    @staticmethod
+    def _line_start_at(text: str, at: int) -> int:
+        """The first line start at or after `at` (the end of the text if there is none)."""
+        if at <= 0:
+            return 0
+        if at >= len(text):
+            return len(text)
+        if text[at - 1] == "\n":
+            return at
+        newline = text.find("\n", at)
+        return newline + 1 if newline != -1 else len(text)
 
     def _suffix_ids(self, suffix: str, room: int) -> list[int]:
         head = suffix[: room * SUFFIX_CHARS_PER_TOKEN + 1]

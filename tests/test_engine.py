@@ -221,3 +221,19 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
                           impl="chunked")
         clamped_free = ~clamped
         assert torch.equal(next_ref[0, clamped_free], ref2.argmax[0, clamped_free])
+
+
+def test_prefix_cut_is_stable_under_small_edits(tiny_model_dir):
+    """Typing at the end of a file longer than the context keeps the cut, so the cache is reused."""
+    eng = Engine(str(tiny_model_dir), head="reference", max_prefix_tokens=300)
+    prefix = "".join(f"row_{i} = {i} * 2\n" for i in range(400))
+    eng.infill(InfillRequest(prefix=prefix, doc_id="long", steps=1))
+    reused = []
+    for typed in ("r", "re", "res", "resu"):
+        res = eng.infill(InfillRequest(prefix=prefix + typed, doc_id="long", steps=1))
+        assert res.stats.prefix_tokens <= 300
+        reused.append(res.stats.prefix_tokens_encoded)
+    assert max(reused) <= 2  # only the typed character(s) are encoded again
+    kept, cut_lines = eng._fit_prefix(prefix)
+    assert cut_lines > 0 and eng.tokenizer.decode(kept).startswith("row_")
+    assert len(kept) >= 150  # at least half the room is kept
