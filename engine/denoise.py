@@ -154,7 +154,11 @@ def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Ten
 
 def fused_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned, generator,
                impl: str = "auto", soft_eps: float = 0.0) -> StepOutput:
-    """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept."""
+    """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept.
+
+    Only free (span) rows go through the head; clamped rows are known: their token, entropy 0,
+    confidence 1, and the token's own embedding as self-conditioning.
+    """
     from ..kernels.diffusion_head import diffusion_head
 
     hidden = decoder_hidden(model, canvas, cache, positions, self_cond)
@@ -162,22 +166,23 @@ def fused_step(model, canvas, cache, positions, self_cond, temperature, template
     weight = model.lm_head.weight
     scale = float(model.model.decoder.embed_tokens.scalar_embed_scale)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    out = diffusion_head(hidden.reshape(-1, dim), weight, temperature=temperature,
+    tokens = template.expand_as(canvas)
+    fixed = clamped.expand_as(canvas).reshape(-1)
+    free = (~fixed).nonzero().flatten()
+    out = diffusion_head(hidden.reshape(-1, dim)[free], weight, temperature=temperature,
                          softcap=model.final_logit_softcapping, embed_scale=scale, seed=seed,
-                         banned=banned, soft_eps=soft_eps, impl=impl)
-    sample, argmax = out.sample.view(batch, length), out.argmax.view(batch, length)
-    entropy, confidence = out.entropy.view(batch, length), out.confidence.view(batch, length)
-    soft = out.soft_embedding.view(batch, length, dim)
-    if clamped.any():
-        tokens = template.expand_as(canvas)
-        mask = clamped.expand_as(canvas)
-        sample = torch.where(mask, tokens, sample)
-        argmax = torch.where(mask, tokens, argmax)
-        entropy = entropy.masked_fill(mask, 0.0)
-        confidence = confidence.masked_fill(mask, 1.0)
-        pinned = weight[tokens] * scale
-        soft = torch.where(mask.unsqueeze(-1), pinned.to(soft.dtype), soft)
-    return StepOutput(sample, argmax, entropy, confidence, soft)
+                         banned=banned, soft_eps=soft_eps, impl=impl, rows=free)
+    flat_tokens = tokens.reshape(-1)
+    sample, argmax = flat_tokens.clone(), flat_tokens.clone()
+    sample[free], argmax[free] = out.sample, out.argmax
+    entropy = torch.zeros(batch * length, dtype=torch.float32, device=hidden.device)
+    confidence = torch.ones(batch * length, dtype=torch.float32, device=hidden.device)
+    entropy[free], confidence[free] = out.entropy, out.confidence
+    soft = (weight[flat_tokens] * scale).to(out.soft_embedding.dtype)
+    soft[free] = out.soft_embedding
+    shape = (batch, length)
+    return StepOutput(sample.view(shape), argmax.view(shape), entropy.view(shape), confidence.view(shape),
+                      soft.view(batch, length, dim))
 
 
 StepFn = Callable[..., StepOutput]
