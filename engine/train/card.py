@@ -99,7 +99,8 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         "",
         "## Training",
         "",
-        f"- objective: uniform-state span denoising on the engine's canvas; t ~ U(0,1] per example; "
+        f"- objective: uniform-state span denoising on the engine's canvas; t ~ U(0,1] per example "
+        f"(t = 1 for a share {args.get('full_noise_prob', 0.0)} of examples); "
         f"cross-entropy on span slots (middle + `<fill>`); self-conditioning in {args.get('self_cond_prob')} "
         "of batches (two passes, first without gradient, logits / U[0.4,0.8], clamped positions one-hot)",
         "- spans: rest of line, 1-3 lines, random span, block body, end-of-file continuation; budgets "

@@ -296,10 +296,20 @@ def decoder_logits(model, cache, batch: Batch, canvas: torch.LongTensor,
     return lm_logits(model, decoder_hidden(model, cache, batch, canvas, self_conditioning_logits))
 
 
+def sample_noise_levels(batch_size: int, generator: torch.Generator, full_noise_prob: float = 0.0) -> torch.Tensor:
+    """t ~ U(0,1] per example, with a share set to exactly 1: the all-noise canvas is where every
+    denoising run starts, and where a young model wrongly copies its (random) input tokens."""
+    t = 1.0 - torch.rand(batch_size, generator=generator)
+    if full_noise_prob > 0:
+        t = torch.where(torch.rand(batch_size, generator=generator) < full_noise_prob, torch.ones_like(t), t)
+    return t
+
+
 def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: bool,
-              vocab_size: int) -> tuple[torch.Tensor, dict]:
+              vocab_size: int, full_noise_prob: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass."""
-    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator)
+    t = sample_noise_levels(batch.targets.shape[0], generator, full_noise_prob)
+    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator, t=t)
     cache = encode_prompts(model, batch)
     span = batch.span
     sc = None

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="from this step decay the lr linearly to 10%% over --cooldown-steps (0: off)")
     parser.add_argument("--cooldown-steps", type=int, default=300)
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--full-noise-prob", type=float, default=0.25,
+                        help="share of examples noised at t=1 (the rest: t ~ U(0,1])")
     parser.add_argument("--self-cond-prob", type=float, default=0.5)
     parser.add_argument("--prefix-tokens", type=int, default=model_mod.PREFIX_TOKENS)
     parser.add_argument("--steps", type=int, default=0, help="stop at this global step (0: no limit)")
@@ -185,7 +187,8 @@ class Trainer:
         lr = _lr_at(self.step_no, self.args.lr, self.args.warmup, self.args.cooldown_from, self.args.cooldown_steps)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size)
+        loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
+                               getattr(self.args, "full_noise_prob", 0.0))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
