@@ -223,3 +223,25 @@ def test_export_then_restart_from_exported_weights(tmp_path):
     for (name, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
         assert torch.equal(p, q), name
     b.step()
+
+
+def test_resume_inherits_checkpoint_options(tmp_path):
+    import argparse
+
+    from dgls.engine.train.train import Trainer, _inherit_args, add_arguments
+
+    corpus = Corpus(train=[SourceFile("a.py", CODE)], held_out=[])
+    (tmp_path / "run" / "tokenizer").mkdir(parents=True)
+    save_tokenizer(byte_level_tokenizer(), tmp_path / "run" / "tokenizer")
+    a = Trainer(_args(tmp_path / "run", 2), corpus=corpus, log=lambda m: None)
+    a.step()
+    a.save()
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "run"), "--lr", "1e-4"])
+    _inherit_args(args)
+    assert (args.batch, args.size, args.prefix_tokens, args.lr) == (2, "tiny", 64, 1e-4)
+    b = Trainer(args, corpus=corpus, log=lambda m: None)
+    assert b.rewarm is not None  # lr changed > 2x: ramp from the saved lr
+    b.step()
+    assert 1e-4 < b.last_lr < 5e-4  # halfway from the saved 5e-4 (step 1 of warmup 2) to 1e-4

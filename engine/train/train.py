@@ -150,11 +150,18 @@ class Trainer:
                                      lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
         self.rng = random.Random(args.seed)
         self.gen = torch.Generator().manual_seed(args.seed)
+        self.rewarm: tuple[int, float] | None = None
+        self.last_lr = 0.0
         if state is not None:
             self.opt.load_state_dict(state["optimizer"])
             self.step_no, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed_s"]
             self.rng.setstate(state["py_rng"])
             self.gen.set_state(state["torch_rng"])
+            saved_lr = state.get("lr")
+            target = self._schedule(self.step_no)
+            if saved_lr and (target > 2 * saved_lr or saved_lr > 2 * target):
+                self.rewarm = (self.step_no, saved_lr)  # e.g. continuing after a cooldown
+                self.log(f"lr {saved_lr:.2e} -> {target:.2e} linearly over {args.warmup} steps")
         elif self.step_no:
             self.rng = random.Random(args.seed * 1_000_003 + self.step_no)  # new data order after a restart
             self.gen.manual_seed(args.seed * 1_000_003 + self.step_no)
@@ -184,7 +191,12 @@ class Trainer:
     def step(self) -> dict:
         batch = self.next_batch()
         self_cond = self.rng.random() < self.args.self_cond_prob
-        lr = _lr_at(self.step_no, self.args.lr, self.args.warmup, self.args.cooldown_from, self.args.cooldown_steps)
+        lr = self._schedule(self.step_no)
+        if self.rewarm is not None:
+            start, lr0 = self.rewarm
+            frac = (self.step_no - start + 1) / max(1, self.args.warmup)
+            lr = lr0 + (lr - lr0) * min(1.0, frac)
+        self.last_lr = lr
         for group in self.opt.param_groups:
             group["lr"] = lr
         loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
@@ -199,8 +211,12 @@ class Trainer:
         return {"loss": float(loss.detach()), "lr": lr, "gnorm": float(gnorm), "tokens": tokens, "self_cond": self_cond,
                 **info}
 
+    def _schedule(self, step: int) -> float:
+        a = self.args
+        return _lr_at(step, a.lr, a.warmup, getattr(a, "cooldown_from", 0), getattr(a, "cooldown_steps", 1))
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step_no,
+        return {"lr": self.last_lr, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step_no,
                 "tokens": self.tokens, "elapsed_s": self.elapsed, "py_rng": self.rng.getstate(),
                 "torch_rng": self.gen.get_state(), "size": _size_name(self.model.config),
                 "vocab_size": self.vocab_size, "prefix_tokens": self.prefix_tokens, "args": vars(self.args)}
@@ -267,6 +283,32 @@ def _trim_loss_log(path: Path, step: int) -> None:
     path.write_text("\n".join(kept) + ("\n" if kept else ""))
 
 
+# Per-invocation options; everything else defaults to what the checkpoint was trained with.
+NOT_INHERITED = {"out", "export", "steps", "minutes", "threads", "init_from", "checkpoint_minutes", "log_every",
+                 "cooldown_from", "cooldown_steps"}
+
+
+def _inherit_args(args: argparse.Namespace) -> None:
+    """On resume, options left at their defaults take the checkpoint's values (batch, lr, ...),
+    so `dgls train --out DIR` continues the same run; options given explicitly win."""
+    ckpt = Path(args.out) / CHECKPOINT
+    if not ckpt.exists():
+        return
+    saved = torch.load(ckpt, weights_only=False, map_location="cpu").get("args", {})
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    changed = []
+    for key, value in saved.items():
+        if key in NOT_INHERITED or key not in defaults:
+            continue
+        if getattr(args, key) == defaults[key] and value != defaults[key]:
+            setattr(args, key, value)
+            changed.append(f"{key}={value}")
+    if changed:
+        print("resuming with the checkpoint's " + ", ".join(changed), flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train until --steps/--minutes or a signal; checkpoint every --checkpoint-minutes."""
     torch.set_num_threads(max(1, args.threads))
@@ -274,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         dest = export(args.out, args.export)
         print(f"exported {Path(args.out) / CHECKPOINT} -> {dest}")
         return 0
+    _inherit_args(args)
     trainer = Trainer(args, log=lambda msg: print(msg, flush=True))
     trainer._files()  # read the corpus before the clock starts
     model = trainer.model
