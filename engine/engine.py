@@ -18,8 +18,8 @@ from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
-PREFILL_CHUNK = 2048
-PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed  # prefix tokens encoded per encoder call
+PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
+PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
 
@@ -83,7 +83,8 @@ class Engine:
     # ----- the pieces -------------------------------------------------------------------------
 
     def _head_name(self) -> str:
-        if self.head != "auto":
+        """The head that runs: "fused"/"auto" mean Triton on CUDA (when it imports), chunked torch elsewhere."""
+        if self.head not in ("auto", "fused"):
             return self.head
         return "triton" if self.device.startswith("cuda") and _triton_available() else "chunked"
 
@@ -155,7 +156,7 @@ class Engine:
         if entry is not None and common > 0:
             for i, layer in enumerate(cache.layers):
                 layer.update(entry.keys[i][:, :, :common], entry.values[i][:, :, :common])
-        for begin in range(common, len(ids), PREFILL_CHUNK):  # chunks bound the attention mask's memory
+        for begin in range(common, len(ids), PREFILL_CHUNK):
             end = min(begin + PREFILL_CHUNK, len(ids))
             chunk = torch.tensor([ids[begin:end]], device=self.device)
             positions = torch.arange(begin, end, device=self.device).unsqueeze(0)
@@ -171,9 +172,7 @@ class Engine:
         head = self._head_name()
         if head == "reference":
             return reference_step
-        impl = "chunked" if head == "fused" and not self.device.startswith("cuda") else head
-        impl = "auto" if impl == "fused" else impl
-        return functools.partial(fused_step, impl=impl, soft_eps=self.soft_eps)
+        return functools.partial(fused_step, impl=head, soft_eps=self.soft_eps)
 
     def _infill(self, req: InfillRequest, cancel: threading.Event | None, stats: InfillStats) -> InfillResult:
         start = time.perf_counter()
