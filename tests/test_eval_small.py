@@ -1,0 +1,31 @@
+"""CI's small eval: the embedded model through the real engine on held-out files, every change.
+
+It guards against regressions in the model files, the tokenizer or the training canvas (the
+held-out span loss of a broken model jumps towards ln(8192) = 9.0 nats) and checks that every
+set runs end to end through the engine with latencies recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DGLS = str(Path(sys.executable).with_name("dgls"))
+
+
+def test_small_eval_runs_and_the_model_has_learned():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([DGLS, "eval", "--small", "--loss", "8", "--json", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert set(out["results"]) == {"single-line", "multi-line", "random-span"}
+    for per_set in out["results"].values():
+        assert {"model", "empty", "line-above", "frequent-line"} <= set(per_set)
+        assert per_set["model"]["n"] == 10 and per_set["model"]["p50_ms"] > 0
+    loss = out["heldout_span_loss"]
+    assert loss["t=0.25"] < 3.5, loss  # an untrained model of this vocabulary scores about 9.0
+    assert loss["t=1.0"] < 7.5, loss
