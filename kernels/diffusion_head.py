@@ -95,46 +95,16 @@ def diffusion_head(
         raise ValueError(f"soft_eps must be in [0, 1) (got {soft_eps})")
     if impl == "auto":
         impl = "triton" if hidden.is_cuda and _triton_available() else "chunked"
+    common = dict(temperature=temperature, softcap=softcap, embed_scale=embed_scale, seed=seed, banned=banned,
+                  rows=rows)
     if impl == "reference":
-        return HeadOutput(
-            **reference_head(
-                hidden,
-                weight,
-                temperature=temperature,
-                softcap=softcap,
-                embed_scale=embed_scale,
-                seed=seed,
-                banned=banned,
-                rows=rows,
-            )
-        )
+        return HeadOutput(**reference_head(hidden, weight, **common))
     if impl == "chunked":
-        return chunked_head(
-            hidden,
-            weight,
-            temperature=temperature,
-            softcap=softcap,
-            embed_scale=embed_scale,
-            seed=seed,
-            banned=banned,
-            soft_eps=soft_eps,
-            chunk=chunk,
-            rows=rows,
-        )
+        return chunked_head(hidden, weight, soft_eps=soft_eps, chunk=chunk, **common)
     if impl == "triton":
         from .triton_head import triton_head
 
-        return triton_head(
-            hidden,
-            weight,
-            temperature=temperature,
-            softcap=softcap,
-            embed_scale=embed_scale,
-            seed=seed,
-            banned=banned,
-            soft_eps=soft_eps,
-            rows=rows,
-        )
+        return triton_head(hidden, weight, soft_eps=soft_eps, **common)
     raise ValueError(f"unknown impl {impl!r}: expected auto, reference, chunked or triton")
 
 
