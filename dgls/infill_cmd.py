@@ -116,4 +116,7 @@ def run(args: argparse.Namespace) -> int:
         }, ensure_ascii=False, indent=2))
     else:
         print(edit.text)
+        if not edit.text.strip():
+            print(f"dgls infill: no infill kept; the model's draft {results[0].text[:80]!r} did not fit the code "
+                  "around the cursor", file=sys.stderr)
     return 0
