@@ -21,6 +21,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model")
     parser.add_argument("-n", type=int, default=20)
+    parser.add_argument("--at", default="7:12", help="LINE:COL of the cursor (7:12 is an empty block line; "
+                                                     "5:15 is mid-line, a single-line span)")
     args = parser.parse_args()
     model = args.model
     if model is None:
@@ -34,14 +36,15 @@ def main() -> None:
     client.wait_status("ready", 300)
     ready = time.monotonic()
     print(f"initialize answered in {(answered - started) * 1000:.0f} ms; ready after {ready - started:.2f} s")
+    line, col = (int(x) for x in args.at.split(":"))
     uri = client.open(TEXT)
     latencies = []
-    client.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": pos(7, 12),
+    client.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": pos(line, col),
                                                   "context": {"triggerKind": 1}})  # warm-up, not counted
     for i in range(args.n):
-        client.change(uri, i + 2, [{"range": {"start": pos(7, 12), "end": pos(7, 12)}, "text": ""}])
+        client.change(uri, i + 2, [{"range": {"start": pos(line, col), "end": pos(line, col)}, "text": ""}])
         t = time.monotonic()
-        client.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": pos(7, 12),
+        client.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": pos(line, col),
                                                       "context": {"triggerKind": 1}})
         latencies.append((time.monotonic() - t) * 1000)
     q = statistics.quantiles(latencies, n=20)
@@ -52,7 +55,7 @@ def main() -> None:
     for _ in range(5):
         mark = client.mark()
         fut = client.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": pos(7, 12), "context": {"triggerKind": 1}})
+            "textDocument": {"uri": uri}, "position": pos(line, col), "context": {"triggerKind": 1}})
         client.wait_status("busy", 30, since=mark)
         time.sleep(0.5)
         sent = time.monotonic()
@@ -66,7 +69,7 @@ def main() -> None:
         # finishing soon after shows the denoising stopped (instead of running its 1000 steps)
         client.notify("workspace/didChangeConfiguration", {"settings": {"dgls": {"steps": 1, "maxSpanTokens": 4}}})
         probe = client.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": pos(7, 12), "context": {"triggerKind": 1}})
+            "textDocument": {"uri": uri}, "position": pos(line, col), "context": {"triggerKind": 1}})
         probe.result(60)
         cancels[-1] = (cancels[-1], (probe.answered - sent) * 1000)
         client.notify("workspace/didChangeConfiguration", {"settings": {"dgls": {"steps": 1000, "maxSpanTokens": 48}}})
