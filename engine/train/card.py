@@ -105,7 +105,10 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         "of batches (two passes, first without gradient, logits / U[0.4,0.8], clamped positions one-hot)",
         "- spans: rest of line, 1-3 lines, random span, block body, end-of-file continuation; budgets "
         "8/16/24/32/48 (the middle rounded up, sometimes one bucket more)",
-        f"- AdamW lr {args.get('lr')} (warmup {args.get('warmup')} steps, then constant), betas (0.9, 0.98), "
+        f"- AdamW lr {args.get('lr')} (warmup {args.get('warmup')} steps, then constant"
+        + (f"; linear cooldown to 10% from step {args['cooldown_from']} over {args.get('cooldown_steps')} steps"
+           if args.get("cooldown_from") else "")
+        + "), betas (0.9, 0.98), "
         f"weight decay {args.get('weight_decay')}, grad clip 1.0, batch {args.get('batch')}, seed {args.get('seed')}",
         f"- {state['step']:,} steps, {state['tokens']:,} tokens (prompt + canvas), {hours:.2f} h of "
         f"wall-clock on {args.get('threads')} thread of a shared 2-core AVX2 CPU "
