@@ -135,26 +135,12 @@ def build_sets(files, n: int, seed: int, count_tokens, sets=SETS) -> dict[str, l
 # ----- scoring ----------------------------------------------------------------------------------
 
 class SyntaxChecker:
-    """Counts tree-sitter ERROR and MISSING nodes in a Python file."""
-
-    def __init__(self):
-        from tree_sitter_language_pack import get_parser
-
-        self.parser = get_parser("python")
+    """Counts tree-sitter ERROR and MISSING nodes in a Python file (the server's own count)."""
 
     def errors(self, text: str) -> int:
-        tree = self.parser.parse(text.encode("utf-8", "surrogatepass"))
-        if not tree.root_node.has_error:
-            return 0
-        count = 0
-        stack = [tree.root_node]
-        while stack:
-            node = stack.pop()
-            if node.is_error or node.is_missing:
-                count += 1
-            if node.has_error:
-                stack.extend(node.children)
-        return count
+        from dgls.syntax import parse_error_count
+
+        return parse_error_count("python", text)
 
 
 def frequent_lines(files) -> dict[int, str]:
