@@ -242,21 +242,20 @@ def format_table(results: dict) -> str:
             lines.append(f"  engine {label:<16} {g[f'engine_{label}_ms']:>9} ms  "
                          f"{g[f'speedup_{label}_vs_generate']}x")
     if "repeat" in results:
-        r = results["repeat"]
-        lines.append(f"\nrepeat after a 1-char edit, 5,000-line file ({r['prefix_tokens']} prompt tokens): first "
-                     f"{r['first_ms']} ms, repeat {r['repeat_ms']} ms ({r['speedup_repeat_vs_first']}x), generate "
-                     f"{r['generate_ms']} ms ({r['speedup_repeat_vs_generate']}x)")
+        lines.append("\n" + _repeat_line("repeat after a 1-char edit, 5,000-line file", results["repeat"]))
     if "growth" in results:
         g = results["growth"]
         cells = ", ".join(f"{k}: {v} ms" for k, v in g.items() if k.isdigit())
         lines.append(f"\nrepeat cost vs file size (tokens, random model with a 40k context): {cells}; "
                      f"32k/1k = {g['ratio_32k_over_1k']}x")
-        r = g["repeat_5000_lines"]
-        lines.append(f"  same model, 5,000-line file ({r['prefix_tokens']} prompt tokens): first {r['first_ms']} ms, "
-                     f"repeat {r['repeat_ms']} ms ({r['speedup_repeat_vs_first']}x), generate {r['generate_ms']} ms "
-                     f"({r['speedup_repeat_vs_generate']}x)")
+        lines.append("  " + _repeat_line("same model, 5,000-line file", g["repeat_5000_lines"]))
     lines.append(f"\npeak RSS {results['peak_rss_mb']} MB; bench took {results['bench_seconds']} s")
     return "\n".join(lines)
+
+
+def _repeat_line(label: str, r: dict) -> str:
+    return (f"{label} ({r['prefix_tokens']} prompt tokens): first {r['first_ms']} ms, repeat {r['repeat_ms']} ms "
+            f"({r['speedup_repeat_vs_first']}x), generate {r['generate_ms']} ms ({r['speedup_repeat_vs_generate']}x)")
 
 
 def _mb(value) -> str:

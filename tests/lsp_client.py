@@ -22,12 +22,8 @@ FILE_URI = "file:///tmp/dgls-test/example.py"
 
 
 def server_command(*args: str) -> list[str]:
-    """`dgls serve ...` once the CLI exists, `python -m dgls.server ...` until then."""
-    script = os.path.join(os.path.dirname(sys.executable), "dgls")
-    cli = os.path.join(os.path.dirname(__file__), "..", "dgls", "cli.py")
-    if os.path.exists(script) and os.path.exists(cli):
-        return [script, "serve", *args]
-    return [sys.executable, "-m", "dgls.server", *args]
+    """`dgls serve ...` from this interpreter's environment (the console script users run)."""
+    return [os.path.join(os.path.dirname(sys.executable), "dgls"), "serve", *args]
 
 
 class RpcError(Exception):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from lsp_client import server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 EMACS_DIR = ROOT / "editors" / "emacs"
@@ -44,12 +44,6 @@ def _emacs(feature: str, package: str) -> str:
     return exe
 
 
-def _server_cmd(model: Path) -> list[str]:
-    exe = shutil.which("dgls", path=str(Path(sys.executable).parent)) or shutil.which("dgls")
-    base = [exe] if exe else [sys.executable, "-m", "dgls.cli"]
-    return [*base, "serve", "--model", str(model), "--device", "cpu"]
-
-
 def _run_script(exe: str, script: str, tmp_path: Path, model: Path) -> dict[str, str]:
     """Run editors/emacs/test/SCRIPT in batch Emacs on a fresh project; its DGLS-E2E facts."""
     proj = tmp_path / "proj"
@@ -57,7 +51,7 @@ def _run_script(exe: str, script: str, tmp_path: Path, model: Path) -> dict[str,
     (proj / ".git").mkdir()  # a project root
     source = proj / "example.py"
     source.write_text(SOURCE)
-    cmd = _server_cmd(model)
+    cmd = server_command("--model", str(model), "--device", "cpu")
     assert all(" " not in part for part in cmd), "DGLS_SERVER_COMMAND is split on spaces"
     env = {**os.environ, "DGLS_SERVER_COMMAND": " ".join(cmd), "HOME": str(tmp_path)}
     start = time.monotonic()

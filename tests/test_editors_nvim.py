@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lsp_client import server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editors" / "nvim"
@@ -78,12 +79,6 @@ def _nvim() -> str:
     return found
 
 
-def _server_cmd(model: Path) -> list[str]:
-    exe = shutil.which("dgls", path=str(Path(sys.executable).parent)) or shutil.which("dgls")
-    base = [exe] if exe else [sys.executable, "-m", "dgls.cli"]
-    return [*base, "serve", "--model", str(model), "--device", "cpu"]
-
-
 def _lua(value: object) -> str:
     """A Lua literal for a string or a list of strings."""
     if isinstance(value, str):
@@ -122,7 +117,7 @@ class Nvim:
 def nvim(tmp_path, tiny_model_dir):
     exe = _nvim()
     init = tmp_path / "init.lua"
-    init.write_text(INIT.format(plugin=_lua(str(PLUGIN)), cmd=_lua(_server_cmd(Path(tiny_model_dir)))))
+    init.write_text(INIT.format(plugin=_lua(str(PLUGIN)), cmd=_lua(server_command("--model", str(tiny_model_dir), "--device", "cpu"))))
     work = tmp_path / "proj"
     work.mkdir()
     (work / "example.py").write_text(SOURCE)
