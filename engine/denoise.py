@@ -12,6 +12,7 @@ diffusion head from kernels/, which never materializes [canvas, vocab] logits).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,15 +154,16 @@ def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Ten
 
 
 def fused_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned, generator,
-               impl: str = "auto", soft_eps: float = 0.0) -> StepOutput:
+               impl: str = "auto", soft_eps: float = 0.0, decoder: Callable | None = None) -> StepOutput:
     """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept.
 
     Only free (span) rows go through the head; clamped rows are known: their token, entropy 0,
-    confidence 1, and the token's own embedding as self-conditioning.
+    confidence 1, and the token's own embedding as self-conditioning. `decoder` replaces
+    `decoder_hidden` (same signature), e.g. with the lean CPU forward of `fast_decoder`.
     """
     from ..kernels.diffusion_head import diffusion_head
 
-    hidden = decoder_hidden(model, canvas, cache, positions, self_cond)
+    hidden = (decoder or functools.partial(decoder_hidden, model))(canvas, cache, positions, self_cond)
     batch, length, dim = hidden.shape
     weight = model.lm_head.weight
     scale = float(model.model.decoder.embed_tokens.scalar_embed_scale)

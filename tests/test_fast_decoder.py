@@ -1,0 +1,67 @@
+"""The lean CPU decoder forward against transformers' module-by-module decoder, and the suffix window."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dgls.engine import Engine, InfillRequest
+from dgls.engine.denoise import decoder_hidden
+from dgls.engine.fast_decoder import FastDecoder, unsupported_reason
+from dgls.engine.types import EngineError
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return Engine(str(tiny_model_dir))
+
+
+def _cache(engine, prompt_len: int, batch: int):
+    ids = torch.randint(4, engine.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(prompt_len))
+    stats = type("Stats", (), {})()
+    cache = engine._encode_prefix(ids.tolist(), None, stats)
+    if batch > 1:
+        cache.batch_repeat_interleave(batch)
+    return cache
+
+
+@pytest.mark.parametrize("batch,length,prompt_len", [(1, 1, 5), (1, 32, 60), (3, 17, 300), (2, 64, 40)])
+@pytest.mark.parametrize("self_conditioned", [False, True])
+def test_lean_decoder_matches_transformers(engine, batch, length, prompt_len, self_conditioned):
+    """Sliding + full layers, GQA, MoE, a cached prefix longer than the sliding window: same hidden states."""
+    model = engine.model
+    assert engine._fast_decoder is not None
+    gen = torch.Generator().manual_seed(batch * 1000 + length)
+    canvas = torch.randint(4, engine.vocab_size, (batch, length), generator=gen)
+    positions = torch.arange(prompt_len, prompt_len + length)[None]
+    hidden = model.config.get_text_config().hidden_size
+    soft = torch.randn(batch, length, hidden, generator=gen) * 3 if self_conditioned else None
+    cache = _cache(engine, prompt_len, batch)
+    with torch.inference_mode():
+        expected = decoder_hidden(model, canvas, cache, positions, soft)
+        got = engine._fast_decoder(canvas, cache, positions, soft)
+        again = engine._fast_decoder(canvas, cache, positions + 1, soft)  # new positions: rotary tables rebuilt
+        shifted = decoder_hidden(model, canvas, cache, positions + 1, soft)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(again, shifted, atol=2e-5, rtol=1e-4)
+
+
+def test_lean_decoder_declines_models_it_cannot_run(tiny_model_dir):
+    engine = Engine(str(tiny_model_dir), dtype="bfloat16")
+    assert unsupported_reason(engine.model) == "not float32 on the CPU"
+    assert engine._fast_decoder is None and engine.info()["decoder"] == "transformers"
+    with pytest.raises(ValueError, match="cannot run this model"):
+        FastDecoder(engine.model)
+    assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n")).status == "ok"
+
+
+def test_suffix_window_sets_the_canvas(tiny_model_dir):
+    suffix = "\n".join(f"line_{i} = {i}" for i in range(40))
+    req = InfillRequest(prefix="x = 1\n", suffix=suffix, max_tokens=8, seed=0)
+    windowed = Engine(str(tiny_model_dir), suffix_window=4).infill(req)
+    whole = Engine(str(tiny_model_dir), suffix_window=None).infill(req)
+    assert windowed.stats.canvas_length == 8 + 4 and windowed.stats.suffix_tokens == 4 and windowed.stats.suffix_cut
+    assert whole.stats.canvas_length == 64 and whole.stats.suffix_tokens == 64 - 8
+    near_eof = Engine(str(tiny_model_dir), suffix_window=16).infill(InfillRequest(prefix="x = ", suffix="\n", max_tokens=8))
+    assert near_eof.stats.canvas_length == 8 + 16 and not near_eof.stats.suffix_cut  # eos, then pad to the window
+    with pytest.raises(EngineError, match="suffix_window"):
+        Engine(str(tiny_model_dir), suffix_window=0)
