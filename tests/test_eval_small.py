@@ -24,8 +24,13 @@ def test_small_eval_runs_and_the_model_has_learned():
     out = json.loads(proc.stdout)
     assert set(out["results"]) == {"single-line", "multi-line", "random-span"}
     for per_set in out["results"].values():
-        assert {"model", "empty", "line-above", "frequent-line"} <= set(per_set)
+        assert {"model", "dgls", "empty", "line-above", "frequent-line"} <= set(per_set)
         assert per_set["model"]["n"] == 10 and per_set["model"]["p50_ms"] > 0
+        assert per_set["dgls"]["n"] == 10 and per_set["dgls"]["p50_ms"] > 0
+        assert per_set["empty"]["similarity"] == 0.0
+    # A broken sampler or tokenizer writes unrelated text (similarity to the answer about 5);
+    # the shipped model scores 15-20 on single-line items.
+    assert out["results"]["single-line"]["model"]["similarity"] > 10, out["results"]["single-line"]
     loss = out["heldout_span_loss"]
     assert loss["t=0.25"] < 3.5, loss  # an untrained model of this vocabulary scores about 9.0
     assert loss["t=1.0"] < 7.5, loss

@@ -2,16 +2,19 @@
 
 Three sets are cut from held-out files only (never trained on): single-line (the rest of a line
 after its indentation), multi-line (2-4 whole lines) and random-span (a random character span).
-Each item is infilled through the real engine API with a fixed, planner-like budget (the true
-length is not revealed), then scored: exact match after stripping trailing whitespace, whether
-the infilled file parses with no more tree-sitter errors than the original, and engine latency.
-Baselines run on the same items: an empty insert, a copy of the line above, and the most
-frequent line at the cursor's indentation in the train split.
+Each item is infilled twice: "model" is the raw engine API with a fixed, planner-like budget
+(the true length is not revealed); "dgls" is what the language server answers for a cursor at
+that spot (span planner, post-processing, syntax check with repair). Scores: exact match after
+stripping trailing whitespace, similarity to the answer (difflib's ratio, 0-100: a graded signal
+while exact matches are rare), whether the infilled file parses with no more tree-sitter errors
+than the original, and engine latency. Baselines run on the same items: an empty insert, a copy
+of the line above, and the most frequent line at the cursor's indentation in the train split.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import random
 import statistics
@@ -49,12 +52,14 @@ class Score:
     n: int = 0
     exact: int = 0
     syntax_ok: int = 0
+    similarity: float = 0.0
     latency_ms: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
 
     def row(self) -> dict:
         lat = sorted(self.latency_ms)
         return {"mean_steps": statistics.fmean(self.steps) if self.steps else None, "n": self.n, "exact_match": self.exact / self.n if self.n else 0.0,
+                "similarity": self.similarity / self.n if self.n else 0.0,
                 "syntax_ok": self.syntax_ok / self.n if self.n else 0.0,
                 "p50_ms": statistics.median(lat) if lat else None,
                 "p90_ms": lat[int(0.9 * (len(lat) - 1))] if lat else None}
@@ -69,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small", action="store_true", help="a CI preset: 10 items per set")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of " + ", ".join(SETS))
     parser.add_argument("--no-model", action="store_true", help="baselines only")
+    parser.add_argument("--no-server", action="store_true", help="skip the language-server pipeline row")
     parser.add_argument("--steps", type=int, default=None, help="max denoising steps (default: the model's)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--loss", type=int, default=0, metavar="N",
@@ -183,6 +189,40 @@ def exact(pred: str, item: Item) -> bool:
     return pred.rstrip() == item.middle.rstrip()
 
 
+def similarity(pred: str, item: Item) -> float:
+    """0-100, difflib's ratio of the stripped infill to the stripped answer."""
+    a, b = pred.strip(), item.middle.strip()
+    if not a and not b:
+        return 100.0
+    return 100.0 * difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def make_server_method(engine):
+    """What the language server would answer for a cursor where the middle was: the same
+    pipeline (`dgls.pipeline`), so planning, post-processing and the syntax check count."""
+    import threading
+
+    from dgls.documents import Document
+    from dgls.options import Settings
+    from dgls.pipeline import plan_at, run_plans, snapshot
+
+    settings = Settings()
+
+    def server(item: Item) -> tuple[str | None, str]:
+        """(the infilled middle, or None when the edit reached past it; the whole infilled file)"""
+        doc = Document(uri="file:///eval/item.py", text=item.prefix + item.suffix, version=1, language_id="python")
+        plan = plan_at(doc, len(item.prefix), None, settings)
+        edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event())
+        edit = edits[0] if edits else None
+        text = doc.text if edit is None else doc.text[:edit.start] + edit.text + doc.text[edit.end:]
+        if not (text.startswith(item.prefix) and text.endswith(item.suffix)
+                and len(text) >= len(item.prefix) + len(item.suffix)):
+            return None, text  # the plan replaced text around the cursor: scored as a whole file
+        return text[len(item.prefix): len(text) - len(item.suffix)], text
+
+    return server
+
+
 # ----- held-out loss ----------------------------------------------------------------------------
 
 NOISE_LEVELS = (0.25, 0.5, 1.0)
@@ -264,12 +304,14 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     methods = {"empty": baseline_empty, "line-above": baseline_line_above,
                "frequent-line": make_baseline_frequent(frequent_lines(corpus.train))}
     results: dict[str, dict[str, Score]] = {kind: defaultdict(Score) for kind in items}
+    server = make_server_method(engine) if engine is not None and not args.no_server else None
     for kind, its in items.items():
         for idx, item in enumerate(its):
             base_errors = checker.errors(item.original)
             preds = {}
             for name, fn in methods.items():
                 preds[name] = (fn(item), 0.0)
+            whole: dict[str, str] = {}
             if engine is not None:
                 from dgls.engine import InfillRequest
 
@@ -278,12 +320,20 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                                                   seed=args.seed, steps=args.steps))
                 preds["model"] = (res.text, res.stats.total_ms)
                 results[kind]["model"].steps.append(res.stats.steps)
+                if server is not None:
+                    t0 = time.perf_counter()
+                    middle, whole["dgls"] = server(item)  # wall time: repairs and retries included
+                    preds["dgls"] = (middle or "", (time.perf_counter() - t0) * 1000)
+                    if middle is not None:
+                        del whole["dgls"]
             for name, (pred, ms) in preds.items():
                 sc = results[kind][name]
                 sc.n += 1
-                sc.exact += exact(pred, item)
-                sc.syntax_ok += checker.errors(item.prefix + pred + item.suffix) <= base_errors
-                if name == "model":
+                file_text = whole.get(name, item.prefix + pred + item.suffix)
+                sc.exact += name not in whole and exact(pred, item)
+                sc.similarity += 0.0 if name in whole else similarity(pred, item)
+                sc.syntax_ok += checker.errors(file_text) <= base_errors
+                if name in ("model", "dgls"):
                     sc.latency_ms.append(ms)
             if engine is not None and (idx + 1) % 10 == 0:
                 log(f"  {kind}: {idx + 1}/{len(its)}")
@@ -298,15 +348,15 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
 
 def format_table(out: dict) -> str:
     """A readable table: one row per (set, method)."""
-    rows = [f"{'set':12s} {'method':14s} {'n':>4s} {'exact':>7s} {'syntax':>7s} {'p50 ms':>8s} {'p90 ms':>8s} "
-            f"{'steps':>6s}"]
+    rows = [f"{'set':12s} {'method':14s} {'n':>4s} {'exact':>7s} {'simil.':>7s} {'syntax':>7s} {'p50 ms':>8s} "
+            f"{'p90 ms':>8s} {'steps':>6s}"]
     for kind, per in out["results"].items():
         for name, r in per.items():
             p50 = f"{r['p50_ms']:.0f}" if r["p50_ms"] is not None else "-"
             p90 = f"{r['p90_ms']:.0f}" if r["p90_ms"] is not None else "-"
             steps = f"{r['mean_steps']:.1f}" if r.get("mean_steps") is not None else "-"
             rows.append(f"{kind:12s} {name:14s} {r['n']:4d} {100 * r['exact_match']:6.1f}% "
-                        f"{100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s} {steps:>6s}")
+                        f"{r.get('similarity', 0.0):7.1f} {100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s} {steps:>6s}")
     if out.get("heldout_span_loss"):
         rows.append("held-out span loss (nats/token): " +
                     ", ".join(f"{k} {v:.3f}" for k, v in out["heldout_span_loss"].items()))

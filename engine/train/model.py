@@ -40,7 +40,14 @@ def make_config(size: str = "default", vocab_size: int = VOCAB_SIZE, prefix_toke
 
 
 def generation_config():
-    """Denoising settings shipped with the model (the engine reads these)."""
+    """Denoising settings shipped with the model (the engine reads these).
+
+    Temperature 0.3 -> 0.1 (not the release's 0.8 -> 0.4): on held-out items (eval seed 1, 40
+    single-line + 40 random-span, step-3,700 weights) it raised similarity to the answer from
+    16.0/15.7 to 19.3/18.4 and, because the canvas settles sooner, cut single-line p50 from
+    365 ms (14.7 steps) to 97 ms (3.2 steps). Near-greedy (0.05 -> 0.02) stopped too early and
+    scored 10.7/12.8.
+    """
     from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
         DiffusionGemmaGenerationConfig,
         EntropyBoundSamplerConfig,
@@ -48,7 +55,7 @@ def generation_config():
 
     return DiffusionGemmaGenerationConfig(
         max_denoising_steps=16, sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.5),
-        t_min=0.4, t_max=0.8, stability_threshold=1, confidence_threshold=0.01,
+        t_min=0.1, t_max=0.3, stability_threshold=1, confidence_threshold=0.01,
         pad_token_id=0, eos_token_id=1, bos_token_id=2,
     )
 
