@@ -250,8 +250,8 @@ def chunked_head(
     best_idx = torch.zeros(n, device=dev, dtype=torch.int64)
     race = _GumbelRace(keys, budget=max(1024, n * chunk // 8))
     acc = None if truncated else torch.zeros(n, d, device=dev, dtype=f32)
-    top_v = torch.empty(n, 0, device=dev, dtype=f32)
-    top_i = torch.empty(n, 0, device=dev, dtype=torch.int64)
+    top_vs: list[torch.Tensor] = []
+    top_is: list[torch.Tensor] = []
 
     for c0 in range(0, vocab, chunk):
         w = weight[c0 : c0 + chunk]
@@ -264,12 +264,10 @@ def chunked_head(
 
         race.add(z, m_new, c0)
 
-        if truncated:
+        if truncated:  # each chunk's top-K; merged once after the loop
             cv, ci = torch.topk(z, min(topk, z.shape[1]), dim=1)
-            top_v, order = torch.topk(
-                torch.cat([top_v, cv], dim=1), min(topk, top_v.shape[1] + cv.shape[1]), dim=1
-            )
-            top_i = torch.gather(torch.cat([top_i, ci + c0], dim=1), 1, order)
+            top_vs.append(cv)
+            top_is.append(ci.add_(c0))
 
         seen = l_sum > 0  # rows with a finite max before this chunk
         alpha = torch.where(seen, torch.exp(m - m_new), torch.zeros_like(m))
@@ -295,6 +293,8 @@ def chunked_head(
     if acc is not None:
         soft = acc.div_(l_sum[:, None]).mul_(embed_scale)
     else:
+        top_v, order = torch.topk(torch.cat(top_vs, dim=1), topk, dim=1)
+        top_i = torch.gather(torch.cat(top_is, dim=1), 1, order)
         soft = _truncated_soft(
             hidden, weight, top_v, top_i, m, l_sum, soft_eps, temperature, softcap, ban, chunk
         ).mul_(embed_scale)
