@@ -30,12 +30,24 @@ SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot o
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
 
 
+# Truncated soft embedding (kernels/diffusion_head.py) by default only for large vocabularies:
+# on held-out eval items (50 per set) eps 0.01 left exact match (0/150) and similarity (within
+# 0.2 points) unchanged, it made the head 1.72x faster at V=262,144, and at V=8,192 it saved
+# nothing (rows the top-64 does not cover take a second pass).
+TRUNCATE_SOFT_FROM_VOCAB = 65_536
+DEFAULT_SOFT_EPS = 0.01
+
+
+def default_soft_eps(vocab_size: int) -> float:
+    return DEFAULT_SOFT_EPS if vocab_size >= TRUNCATE_SOFT_FROM_VOCAB else 0.0
+
+
 class Engine:
     """The resident model. One request denoises at a time; any thread may call `infill`."""
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
-                 soft_eps: float = 0.0, suffix_window: int | None = DEFAULT_SUFFIX_WINDOW,
+                 soft_eps: float | None = None, suffix_window: int | None = DEFAULT_SUFFIX_WINDOW,
                  fast_decoder: bool = True):
         if head not in HEADS:
             raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
@@ -53,7 +65,7 @@ class Engine:
         self.max_prefix_tokens = min(context, max_prefix_tokens) if max_prefix_tokens else context
         self.cache = PrefixCache(cache_mb)
         self.head = head
-        self.soft_eps = soft_eps
+        self.soft_eps = default_soft_eps(self.vocab_size) if soft_eps is None else soft_eps
         if suffix_window is not None and suffix_window < 1:
             raise EngineError(f"suffix_window must be at least 1 token, got {suffix_window}")
         self.suffix_window = suffix_window
@@ -69,7 +81,7 @@ class Engine:
                 "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
                 "filler_token": self.special.fill is not None, "head": self._head_name(),
                 "max_prefix_tokens": self.max_prefix_tokens, "suffix_window": self.suffix_window,
-                "decoder": "lean" if self._fast_decoder is not None else "transformers"}
+                "soft_eps": self.soft_eps, "decoder": "lean" if self._fast_decoder is not None else "transformers"}
 
     def forget(self, doc_id: str) -> None:
         self.cache.forget(doc_id)

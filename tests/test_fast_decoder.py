@@ -65,3 +65,11 @@ def test_suffix_window_sets_the_canvas(tiny_model_dir):
     assert near_eof.stats.canvas_length == 8 + 16 and not near_eof.stats.suffix_cut  # eos, then pad to the window
     with pytest.raises(EngineError, match="suffix_window"):
         Engine(str(tiny_model_dir), suffix_window=0)
+
+
+def test_truncated_soft_embedding_is_the_default_only_for_large_vocabularies(engine, tiny_model_dir):
+    from dgls.engine.engine import default_soft_eps
+
+    assert default_soft_eps(8192) == 0.0 and default_soft_eps(262_144) == 0.01
+    assert engine.info()["soft_eps"] == 0.0
+    assert Engine(str(tiny_model_dir), soft_eps=0.05).info()["soft_eps"] == 0.05
