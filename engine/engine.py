@@ -18,11 +18,12 @@ from .prefix_cache import PrefixCache, PrefixEntry
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
-# Suffix tokens carried in the canvas after the span. Every decoder step costs in proportion to
-# the canvas, and held-out span loss of the embedded model is the same with 16 suffix tokens as
-# with the full 64-token canvas (2.23 vs 2.28 nats at t=0.5), so a one-line span denoises a
-# 32-token canvas instead of 64. None: fill the model's whole canvas.
-DEFAULT_SUFFIX_WINDOW = 16
+# Suffix tokens carried in the canvas after the span ("auto": this many on the CPU, the whole
+# canvas on a GPU). On the CPU every decoder step costs in proportion to the canvas, and the
+# embedded model's held-out span loss is the same with 16 suffix tokens as with its whole
+# 64-token canvas (2.23 vs 2.28 nats at t=0.5), so a one-line span denoises 32 tokens, not 64.
+# On a GPU a wider canvas is nearly free and a large model can use the right context.
+CPU_SUFFIX_WINDOW = 16
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
 PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
@@ -47,7 +48,7 @@ class Engine:
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
-                 soft_eps: float | None = None, suffix_window: int | None = DEFAULT_SUFFIX_WINDOW,
+                 soft_eps: float | None = None, suffix_window: int | str | None = "auto",
                  fast_decoder: bool = True):
         if head not in HEADS:
             raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
@@ -66,8 +67,10 @@ class Engine:
         self.cache = PrefixCache(cache_mb)
         self.head = head
         self.soft_eps = default_soft_eps(self.vocab_size) if soft_eps is None else soft_eps
-        if suffix_window is not None and suffix_window < 1:
-            raise EngineError(f"suffix_window must be at least 1 token, got {suffix_window}")
+        if suffix_window == "auto":
+            suffix_window = CPU_SUFFIX_WINDOW if self.device == "cpu" else None
+        if suffix_window is not None and (not isinstance(suffix_window, int) or suffix_window < 1):
+            raise EngineError(f"suffix_window must be a number of tokens >= 1, 'auto' or None, got {suffix_window!r}")
         self.suffix_window = suffix_window
         self._lock = threading.Lock()
         # The lean CPU decoder forward (same weights, fewer ops) wherever it applies.

@@ -73,3 +73,9 @@ def test_truncated_soft_embedding_is_the_default_only_for_large_vocabularies(eng
     assert default_soft_eps(8192) == 0.0 and default_soft_eps(262_144) == 0.01
     assert engine.info()["soft_eps"] == 0.0
     assert Engine(str(tiny_model_dir), soft_eps=0.05).info()["soft_eps"] == 0.05
+
+
+def test_suffix_window_auto_is_narrow_on_the_cpu(engine, tiny_model_dir):
+    assert engine.info()["suffix_window"] == 16
+    with pytest.raises(EngineError, match="suffix_window"):
+        Engine(str(tiny_model_dir), suffix_window="wide")
