@@ -12,11 +12,14 @@ import platform
 from pathlib import Path
 
 LIMITS = """\
-- Trained for CPU-hours, not GPU-days: it knows common Python idioms and the layout of the
-  standard library, and it is often wrong. Treat completions as suggestions.
+- Trained for CPU-hours, not GPU-days: it has learned which tokens are common near the cursor
+  (`self`, `assertEqual`, indentation, `#`), not how to combine them; its infills are mostly
+  not valid code, exact matches are rare, and a copy of the line above is as similar to the
+  answer as its infill. Do not expect infilled functions to pass their tests. The language
+  server drops infills that would break the parse.
 - Python only (the standard library); other languages are out of distribution.
-- Context: at most 255 prefix tokens (about 20-40 lines) before the cursor and the first
-  64 - budget tokens of the suffix; anything farther away is invisible to it.
+- Context: at most 255 prefix tokens (about 20-40 lines) before the cursor and, on the CPU,
+  the first 16 tokens of the suffix (on a GPU: 64 - budget); anything farther is invisible.
 - Span budgets of 8-48 tokens were trained; the engine's repair layout (clamped tokens inside
   the span) was not.
 - fp32 on CPU; no quantization was evaluated."""
@@ -41,15 +44,15 @@ def loss_summary(loss_tsv: Path, upto: int, buckets: int = 8) -> list[tuple[int,
 
 
 def eval_table(ev: dict) -> str:
-    lines = ["| set | method | n | exact match | syntax OK | p50 ms | p90 ms | mean steps |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| set | method | n | exact match | similarity | syntax OK | p50 ms | p90 ms | mean steps |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, per in ev["results"].items():
         for name, r in per.items():
             p50 = f"{r['p50_ms']:.0f}" if r.get("p50_ms") is not None else "-"
             p90 = f"{r['p90_ms']:.0f}" if r.get("p90_ms") is not None else "-"
             steps = f"{r['mean_steps']:.1f}" if r.get("mean_steps") is not None else "-"
             lines.append(f"| {kind} | {name} | {r['n']} | {100 * r['exact_match']:.1f}% | "
-                         f"{100 * r['syntax_ok']:.1f}% | {p50} | {p90} | {steps} |")
+                         f"{r.get('similarity', 0.0):.1f} | {100 * r['syntax_ok']:.1f}% | {p50} | {p90} | {steps} |")
     return "\n".join(lines)
 
 
@@ -111,7 +114,7 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         + "), betas (0.9, 0.98), "
         f"weight decay {args.get('weight_decay')}, grad clip 1.0, batch {args.get('batch')}, seed {args.get('seed')}",
         f"- {state['step']:,} steps, {state['tokens']:,} tokens (prompt + canvas), {hours:.2f} h of "
-        f"wall-clock on {args.get('threads')} thread of a shared 2-core AVX2 CPU "
+        f"wall-clock on 1-2 threads of a shared 2-core CPU "
         f"({platform.machine()}, no GPU), contended by other jobs",
         "",
         "Loss (span cross-entropy, nats/token, random noise levels; accuracy = argmax on span slots):",
@@ -126,10 +129,13 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         ev = json.loads(eval_json.read_text())
         parts += ["## Evaluation (held-out files, `dgls eval`)", "",
                   f"{ev['n_per_set']} items per set, seed {ev['seed']}, budgets {ev['budgets']} (fixed per "
-                  "set, the true length is not revealed); exact match after stripping trailing whitespace; "
+                  "set, the true length is not revealed). `model` = the raw engine; `dgls` = what the language "
+                  "server answers for a cursor at that spot (span planner, post-processing, syntax check with "
+                  "repair; an infill that would break the parse is dropped). Exact match after stripping "
+                  "trailing whitespace; similarity = difflib ratio of infill to answer, 0-100; "
                   "syntax OK = the infilled file has no more tree-sitter errors than the original; latency = "
-                  f"engine `total_ms` with {ev.get('threads')} torch thread(s) on the shared CPU; max steps "
-                  f"{ev.get('steps') or 'from generation_config.json'}.", "", eval_table(ev), ""]
+                  f"engine `total_ms` (`dgls`: wall time incl. repairs) with {ev.get('threads')} torch thread(s); "
+                  f"max steps {ev.get('steps') or 'from generation_config.json'}.", "", eval_table(ev), ""]
         if ev.get("heldout_span_loss"):
             parts.append("Held-out span loss (no self-conditioning): " +
                          ", ".join(f"{k}: {v:.3f}" for k, v in ev["heldout_span_loss"].items()) + " nats/token.")
