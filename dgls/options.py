@@ -33,7 +33,7 @@ class Settings:
     model: str | None = None
     device: str | None = None
     dtype: str | None = None
-    max_span_tokens: int = 48
+    max_span_tokens: int = 192  # a user cap; the engine also caps at 3/4 of its canvas
     steps: int | None = None
     debounce_ms: float = 150
     log_level: str = "info"

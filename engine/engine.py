@@ -64,6 +64,9 @@ class Engine:
         self.canvas_length = int(self.config.canvas_length or 256)
         context = int(self.text_config.max_position_embeddings) - self.canvas_length
         self.max_prefix_tokens = min(context, max_prefix_tokens) if max_prefix_tokens else context
+        # At most 3/4 of the canvas for the span, so the code after it stays in view: 48 of the
+        # embedded model's 64 (its largest trained budget), 192 of the release's 256.
+        self.max_span_tokens = max(1, min(self.canvas_length - MIN_SUFFIX_ROOM, self.canvas_length * 3 // 4))
         self.cache = PrefixCache(cache_mb)
         self.head = head
         self.soft_eps = default_soft_eps(self.vocab_size) if soft_eps is None else soft_eps
@@ -83,7 +86,8 @@ class Engine:
         return {"model": self.name, "path": str(self.path), "device": self.device, "dtype": self.dtype,
                 "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
                 "filler_token": self.special.fill is not None, "head": self._head_name(),
-                "max_prefix_tokens": self.max_prefix_tokens, "suffix_window": self.suffix_window,
+                "max_prefix_tokens": self.max_prefix_tokens, "max_span_tokens": self.max_span_tokens,
+                "suffix_window": self.suffix_window,
                 "soft_eps": self.soft_eps, "decoder": "lean" if self._fast_decoder is not None else "transformers"}
 
     def forget(self, doc_id: str) -> None:
@@ -167,7 +171,7 @@ class Engine:
         wanted = req.max_tokens or (16 if req.single_line else 32)
         if span_ids:
             wanted = max(wanted, len(span_ids) + 4)
-        return max(1, min(wanted, self.canvas_length - MIN_SUFFIX_ROOM))
+        return max(1, min(wanted, self.max_span_tokens))
 
     def _encode_prefix(self, ids: list[int], doc_id: str | None, stats: InfillStats) -> DynamicCache:
         """Encode the prompt, reusing the document's cached keys/values for the common token prefix."""

@@ -79,3 +79,9 @@ def test_suffix_window_auto_is_narrow_on_the_cpu(engine, tiny_model_dir):
     assert engine.info()["suffix_window"] == 16
     with pytest.raises(EngineError, match="suffix_window"):
         Engine(str(tiny_model_dir), suffix_window="wide")
+
+
+def test_span_budget_keeps_a_quarter_of_the_canvas_for_the_suffix(engine):
+    assert engine.info()["max_span_tokens"] == 48  # canvas 64
+    res = engine.infill(InfillRequest(prefix="def f():\n", suffix="\n" * 50, max_tokens=500, steps=1))
+    assert res.stats.span_budget == 48
