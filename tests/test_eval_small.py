@@ -34,3 +34,14 @@ def test_small_eval_runs_and_the_model_has_learned():
     loss = out["heldout_span_loss"]
     assert loss["t=0.25"] < 3.5, loss  # an untrained model of this vocabulary scores about 9.0
     assert loss["t=1.0"] < 7.5, loss
+
+
+def test_similarity_is_graded_and_ignores_surrounding_whitespace():
+    from dgls.engine.train.evaluate import Item, similarity
+
+    item = Item("single-line", "x.py", "def f(a):\n    ", "return a + 1", "\n")
+    assert similarity("return a + 1  \n", item) == 100.0
+    assert 50.0 < similarity("return a - 1", item) < 100.0
+    assert similarity("", item) == 0.0
+    assert similarity("zzzz", item) < similarity("return", item)
+    assert similarity("", Item("single-line", "x.py", "", "  ", "")) == 100.0
