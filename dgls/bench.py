@@ -220,7 +220,7 @@ def format_table(results: dict) -> str:
     if "model" in results:
         m = results["model"]
         lines.append(f"model: {m['model']} ({m['parameters'] / 1e6:.1f}M params, {m['device']}, {m['dtype']}, "
-                     f"head {m['head']})")
+                     f"head {m['head']}, decoder {m.get('decoder')}, suffix window {m.get('suffix_window')})")
     if "latency" in results:
         lines.append("\nlatency           p50 ms   p95 ms   tokens/forward   steps")
         for budget, row in results["latency"].items():
