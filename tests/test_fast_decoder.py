@@ -85,3 +85,13 @@ def test_span_budget_keeps_a_quarter_of_the_canvas_for_the_suffix(engine):
     assert engine.info()["max_span_tokens"] == 48  # canvas 64
     res = engine.infill(InfillRequest(prefix="def f():\n", suffix="\n" * 50, max_tokens=500, steps=1))
     assert res.stats.span_budget == 48
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engine_answers_the_same_with_either_decoder(tiny_model_dir, seed):
+    """Float32 rounding differences (~1e-6) do not change what the engine writes."""
+    req = InfillRequest(prefix="def mean(values):\n    total = 0\n", suffix="\n    return total / len(values)\n",
+                        max_tokens=16, seed=seed)
+    lean = Engine(str(tiny_model_dir)).infill(req)
+    stock = Engine(str(tiny_model_dir), fast_decoder=False).infill(req)
+    assert lean.text == stock.text and lean.stats.steps == stock.stats.steps
