@@ -5,7 +5,9 @@ denoising step on per-op overhead: about sixty small ops per layer, seven RMSNor
 each, and the MoE routed through a grouped-matmul fallback that loops over experts. This forward
 reads the same weights and does the same math with fewer, larger ops: q/k/v and gate/up as one
 matmul each, fused `rms_norm`, each expert as one matmul pair over the tokens routed to it, and
-rotary tables reused across the steps of one request. Tests compare it with `denoise.decoder_hidden` (the module-by-module path).
+rotary tables reused across the steps of one request. The fused q/k/v and gate/up weights are
+copies, so attention and MLP weights take twice their memory: fine for the small models it is
+meant for. Tests compare it with `denoise.decoder_hidden` (the module-by-module path).
 """
 
 from __future__ import annotations
