@@ -322,10 +322,10 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                 results[kind]["model"].steps.append(res.stats.steps)
                 if server is not None:
                     t0 = time.perf_counter()
-                    middle, whole["dgls"] = server(item)  # wall time: repairs and retries included
-                    preds["dgls"] = (middle or "", (time.perf_counter() - t0) * 1000)
-                    if middle is not None:
-                        del whole["dgls"]
+                    middle, file_text = server(item)
+                    preds["dgls"] = (middle or "", (time.perf_counter() - t0) * 1000)  # repairs included
+                    if middle is None:  # the edit reached past the cursor: no middle to compare
+                        whole["dgls"] = file_text
             for name, (pred, ms) in preds.items():
                 sc = results[kind][name]
                 sc.n += 1
