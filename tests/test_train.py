@@ -127,13 +127,29 @@ def _args(out: Path, steps: int):
                               "--prefix-tokens", "64", "--init-from", "", "--warmup", "2"])
 
 
+def _run_dir_with_tokenizer(run: Path) -> Path:
+    (run / "tokenizer").mkdir(parents=True)
+    save_tokenizer(byte_level_tokenizer(), run / "tokenizer")
+    return run
+
+
+def _one_saved_step(tmp_path: Path):
+    """A tiny run trained one step and checkpointed: (corpus, trainer)."""
+    from dgls.engine.train.train import Trainer
+
+    corpus = Corpus(train=[SourceFile("a.py", CODE)], held_out=[])
+    trainer = Trainer(_args(_run_dir_with_tokenizer(tmp_path / "run"), 2), corpus=corpus, log=lambda m: None)
+    trainer.step()
+    trainer.save()
+    return corpus, trainer
+
+
 def test_resume_gives_identical_continuation(tmp_path):
     from dgls.engine.train.train import Trainer
 
     corpus = Corpus(train=[SourceFile("a.py", CODE), SourceFile("b.py", CODE.replace("Point", "Vec"))], held_out=[])
     for name in ("straight", "resumed"):
-        (tmp_path / name / "tokenizer").mkdir(parents=True)
-        save_tokenizer(byte_level_tokenizer(), tmp_path / name / "tokenizer")
+        _run_dir_with_tokenizer(tmp_path / name)
     torch.set_num_threads(1)
     a = Trainer(_args(tmp_path / "straight", 4), corpus=corpus, log=lambda m: None)
     losses_a = [a.step()["loss"] for _ in range(4)]
@@ -205,12 +221,7 @@ def test_export_then_restart_from_exported_weights(tmp_path):
     from dgls.engine.train.train import Trainer, export
     from transformers import AutoTokenizer
 
-    corpus = Corpus(train=[SourceFile("a.py", CODE)], held_out=[])
-    (tmp_path / "run" / "tokenizer").mkdir(parents=True)
-    save_tokenizer(byte_level_tokenizer(), tmp_path / "run" / "tokenizer")
-    a = Trainer(_args(tmp_path / "run", 2), corpus=corpus, log=lambda m: None)
-    a.step()
-    a.save()
+    corpus, a = _one_saved_step(tmp_path)
     dest = export(tmp_path / "run", tmp_path / "weights")
     names = {p.name for p in dest.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
@@ -230,12 +241,7 @@ def test_resume_inherits_checkpoint_options(tmp_path):
 
     from dgls.engine.train.train import Trainer, _inherit_args, add_arguments
 
-    corpus = Corpus(train=[SourceFile("a.py", CODE)], held_out=[])
-    (tmp_path / "run" / "tokenizer").mkdir(parents=True)
-    save_tokenizer(byte_level_tokenizer(), tmp_path / "run" / "tokenizer")
-    a = Trainer(_args(tmp_path / "run", 2), corpus=corpus, log=lambda m: None)
-    a.step()
-    a.save()
+    corpus, _ = _one_saved_step(tmp_path)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path / "run"), "--lr", "1e-4"])
