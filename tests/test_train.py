@@ -10,7 +10,15 @@ import torch
 from dgls.engine.canvas import SpecialTokens, build_canvas, encoder_ids
 from dgls.engine.testing import byte_level_tokenizer, save_tokenizer
 from dgls.engine.train import objective as obj
-from dgls.engine.train.data import Corpus, SourceFile, is_held_out, load_corpus
+from dgls.engine.train.data import (
+    PACKAGES,
+    Corpus,
+    SourceFile,
+    is_held_out,
+    load_corpus,
+    load_sources,
+    package_roots,
+)
 from dgls.engine.train.model import make_config
 from dgls.engine.train.tokenizer import encode, train_tokenizer
 
@@ -251,3 +259,29 @@ def test_resume_inherits_checkpoint_options(tmp_path):
     assert b.rewarm is not None  # lr changed > 2x: ramp from the saved lr
     b.step()
     assert 1e-4 < b.last_lr < 5e-4  # halfway from the saved 5e-4 (step 1 of warmup 2) to 1e-4
+
+
+def test_sources_deduplicate_across_roots_and_keep_their_prefix(tmp_path):
+    body = "\n".join(f"x{i} = {i}" for i in range(8)) + "\n"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        root.mkdir()
+    for i in range(40):
+        (first / f"a{i}.py").write_text(body + f"a = {i}\n")
+        (second / f"b{i}.py").write_text(body + f"b = {i}\n")
+    (second / "copy.py").write_text(body + "a = 3\n")  # same content as first/a3.py: the first root wins
+    corpus = load_sources([("one", first), ("two", second)])
+    paths = {f.relpath for f in corpus.train + corpus.held_out}
+    assert len(paths) == 80 and corpus.stats["skipped_duplicate"] == 1
+    assert "one/a3.py" in paths and "two/copy.py" not in paths
+    assert {p.split("/")[0] for p in paths} == {"one", "two"}
+    assert all(is_held_out(f.relpath) for f in corpus.held_out)
+
+
+def test_package_sources_are_only_the_listed_licensed_packages():
+    roots = package_roots()
+    assert roots, "the test environment has pytest, networkx, ... installed"
+    for prefix, root, label in roots:
+        assert prefix in PACKAGES and root.is_dir() and root.name == prefix
+        dist, license_id = PACKAGES[prefix]
+        assert label.startswith(dist + " ") and label.endswith(f"({license_id})")

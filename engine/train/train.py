@@ -24,7 +24,7 @@ import torch
 from ..canvas import SpecialTokens
 from . import model as model_mod
 from . import tokenizer as tok_mod
-from .data import load_corpus
+from .data import load_training_corpus
 from .objective import collate, sample_example, span_loss
 
 DEFAULT_OUT = "runs/embedded"
@@ -169,7 +169,7 @@ class Trainer:
     @property
     def corpus(self):
         if self._corpus is None:
-            self._corpus = load_corpus()
+            self._corpus = load_training_corpus()
         return self._corpus
 
     def _files(self):
