@@ -45,3 +45,13 @@ def test_similarity_is_graded_and_ignores_surrounding_whitespace():
     assert similarity("", item) == 0.0
     assert similarity("zzzz", item) < similarity("return", item)
     assert similarity("", Item("single-line", "x.py", "", "  ", "")) == 100.0
+
+
+def test_packages_corpus_evaluates_only_unseen_package_files():
+    from dgls.engine.train.evaluate import eval_corpus
+
+    corpus = eval_corpus("packages")
+    assert corpus.held_out, "pytest, networkx, ... are installed with the test extras"
+    assert not any(f.relpath.startswith("stdlib/") for f in corpus.held_out)
+    assert not {f.relpath for f in corpus.held_out} & {f.relpath for f in corpus.train}
+    assert not {f.text for f in corpus.held_out} & {f.text for f in corpus.train}
