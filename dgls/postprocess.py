@@ -1,7 +1,7 @@
 """Post-processing of raw engine infills: fit them to the document, then pick one that parses.
 
 :func:`clean_infill` makes a raw infill sit well in the document: it stops where the text would
-repeat what already follows the cursor, matches the document's indentation (tabs or spaces,
+repeat what already follows the cursor or (for a block body) where it dedents out of the block, matches the document's indentation (tabs or spaces,
 step width, the span's base column), trims trailing whitespace, keeps single-line spans on one
 line and writes CRLF into CRLF documents.
 
@@ -151,6 +151,21 @@ def _cut_repeated_lines(lines: list[str], following: list[str], line_before: str
     return lines
 
 
+def _cut_dedent(lines: list[str], floor: int, unit: str) -> list[str]:
+    """A block's body ends where a line dedents below it: stop there, because the model ran on
+    into code after the block (the next function, an outer closer the suffix already has).
+    Lines inside an open bracket or triple-quoted string may sit at any column and are kept."""
+    for j in range(1, len(lines)):
+        line = lines[j]
+        if not line.strip() or indent_width(_leading_ws(line), unit) >= floor:
+            continue
+        before = "\n".join(lines[:j])
+        if bracket_balance(before) > 0 or before.count('"""') % 2 or before.count("'''") % 2:
+            continue
+        return lines[:j]
+    return lines
+
+
 # -- clean_infill --------------------------------------------------------------------------------
 def clean_infill(infill: str, plan: SpanPlan, text: str) -> str:
     """Fit a raw infill to the document around ``plan`` (see the module docstring)."""
@@ -172,6 +187,8 @@ def clean_infill(infill: str, plan: SpanPlan, text: str) -> str:
         lines.insert(0, "")  # a body never shares the opener's line
     lines = _reindent(lines, plan, line_before, unit)
     lines = _cut_repeated_lines(lines, after_rest.split("\n") if not rest.strip() else [], line_before)
+    if plan.kind in ("block", "hole", "statement") and not plan.single_line:
+        lines = _cut_dedent(lines, indent_width(plan.indent, unit), unit)
     body = "\n".join(lines)
 
     if rest[:1] and not rest[0].isspace() and "\n" not in tail and body.strip():

@@ -110,6 +110,22 @@ def test_model_indentation_is_rebased_to_the_block() -> None:
     assert out == "b = 2\n    return b"
 
 
+def test_a_body_stops_where_the_model_runs_out_of_its_block() -> None:
+    doc = 'def f(x):\n    """Double."""\n    |\n\n\ndef g():\n    pass\n'
+    out, _ = fill("python", doc, "y = 2 * x\n    return y\n\n\ndef h():\n    return 0")
+    assert out == "y = 2 * x\n    return y"
+    out, _ = fill("python", "if a:\n    |\nelse:\n    pass\n", "b = 1\nelse:\n    b = 2")
+    assert out == "b = 1"
+
+
+def test_dedented_lines_inside_strings_and_brackets_are_kept() -> None:
+    doc = "def f():\n    |\n"
+    text = 'x = """\nno indent\n"""\n    return x'
+    assert fill("python", doc, text)[0] == text
+    call = "y = g(\n1,\n)\n    return y"
+    assert fill("python", doc, call)[0] == call
+
+
 def test_trailing_whitespace_and_single_line() -> None:
     out, _ = fill("python", "x = |\n", "compute(1)   \nmore()\n")
     assert out == "compute(1)"
