@@ -17,7 +17,7 @@ LIMITS = """\
   not valid code, exact matches are rare, and a copy of the line above is as similar to the
   answer as its infill. Do not expect infilled functions to pass their tests. The language
   server drops infills that would break the parse.
-- Python only (the standard library); other languages are out of distribution.
+- Python only; other languages are out of distribution.
 - Context: at most 255 prefix tokens (about 20-40 lines) before the cursor and, on the CPU,
   the first 16 tokens of the suffix (on a GPU: 64 - budget); anything farther is invisible.
 - Span budgets of 8-48 tokens were trained; the engine's repair layout (clamped tokens inside
@@ -56,7 +56,30 @@ def eval_table(ev: dict) -> str:
     return "\n".join(lines)
 
 
-def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str = "") -> Path:
+def data_text() -> str:
+    """The Data section's paragraph, from data.PACKAGES (so it names what training reads)."""
+    from .data import PACKAGES
+
+    dists = sorted({dist for dist, _ in PACKAGES.values()})
+    licenses = sorted({lic for _, lic in PACKAGES.values()})
+    return ("The Python 3.11.7 standard library (PSF-2.0) and, from step 11,215 on, the source of "
+            f"{len(dists)} permissively licensed pure-Python packages ({', '.join(dists)}; licenses: "
+            f"{'; '.join(licenses)}), filtered and de-duplicated together, split by a hash of each file's path "
+            "(≈3% held out, never trained on). Versions, counts and licenses: `engine/train/DATA.md`. "
+            "No benchmark data (HumanEval, MBPP, ...) was used.")
+
+
+def functions_text(fn: dict) -> str:
+    """The function-test result of one eval run."""
+    passed = ", ".join(f"{m} {k}/{fn['n']}" for m, k in fn["passed"].items())
+    sims = ", ".join(f"{m} {v:.1f}" for m, v in fn.get("similarity", {}).items())
+    return (f"Function tests (`dgls eval --functions`: each of {fn['n']} small functions written for this eval "
+            "has its body after the docstring removed, the cursor on the empty body line, and its own test run "
+            f"on the infilled file): passing {passed}. Body similarity (0-100): {sims}.")
+
+
+def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str = "",
+               packages_json: Path | None = None) -> Path:
     """Render MODEL_CARD.md into `weights`."""
     state = json.loads((weights / "training_state.json").read_text())
     cfg = json.loads((weights / "config.json").read_text())
@@ -71,7 +94,8 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
     parts = [
         "# dgls embedded default model",
         "",
-        "A tiny DiffusionGemma (`DiffusionGemmaForBlockDiffusion`, transformers 5.23) trained from scratch "
+        f"A tiny DiffusionGemma (`DiffusionGemmaForBlockDiffusion`, transformers {cfg.get('transformers_version')}) "
+        "trained from scratch "
         "by `dgls train` to infill Python with the engine's pinned-suffix canvas (layout A + `<fill>`).",
         "",
         "## Architecture",
@@ -96,9 +120,7 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         "",
         "## Data",
         "",
-        "The Python 3.11.7 standard library (PSF-2.0), filtered and de-duplicated, split by a hash of each "
-        "file's path (≈3% held out, never trained on). Details and counts: `engine/train/DATA.md`. "
-        "No benchmark data (HumanEval, MBPP, ...) was used.",
+        data_text(),
         "",
         "## Training",
         "",
@@ -127,7 +149,7 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
     parts.append("")
     if eval_json is not None and eval_json.exists():
         ev = json.loads(eval_json.read_text())
-        parts += ["## Evaluation (held-out files, `dgls eval`)", "",
+        parts += ["## Evaluation (held-out standard-library files, `dgls eval`)", "",
                   f"{ev['n_per_set']} items per set, seed {ev['seed']}, budgets {ev['budgets']} (fixed per "
                   "set, the true length is not revealed). `model` = the raw engine; `dgls` = what the language "
                   "server answers for a cursor at that spot (span planner, post-processing, syntax check with "
@@ -140,6 +162,16 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
             parts.append("Held-out span loss (no self-conditioning): " +
                          ", ".join(f"{k}: {v:.3f}" for k, v in ev["heldout_span_loss"].items()) + " nats/token.")
             parts.append("")
+        if ev.get("functions"):
+            parts += [functions_text(ev["functions"]), ""]
+    if packages_json is not None and packages_json.exists():
+        ev = json.loads(packages_json.read_text())
+        parts += ["### Held-out files of the training packages (`dgls eval --corpus packages`)", "",
+                  f"Modern third-party code ({ev['held_out_files']} held-out files of the packages above), same "
+                  f"settings, {ev['n_per_set']} items per set, seed {ev['seed']}.", "", eval_table(ev), ""]
+        if ev.get("heldout_span_loss"):
+            parts += ["Held-out span loss on these files: " +
+                      ", ".join(f"{k}: {v:.3f}" for k, v in ev["heldout_span_loss"].items()) + " nats/token.", ""]
     if notes:
         parts += [notes.rstrip(), ""]
     parts += ["## Known limits", "", LIMITS, "",
@@ -147,7 +179,8 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
               "```", "dgls train --out runs/embedded --threads 1        # resumes; without a checkpoint it",
               "                                                  # starts from these weights",
               "dgls train --out runs/embedded --export engine/weights/default",
-              "dgls eval --n 100 --loss 64", "```", ""]
+              "dgls eval --n 50 --loss 64 --threads 1 --functions",
+              "dgls eval --n 50 --loss 64 --threads 1 --corpus packages", "```", ""]
     out = weights / "MODEL_CARD.md"
     out.write_text("\n".join(parts))
     return out
@@ -158,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=str(Path(__file__).resolve().parent.parent / "weights" / "default"))
     parser.add_argument("--run", default="runs/embedded")
     parser.add_argument("--eval", default=None, help="dgls eval --json output")
+    parser.add_argument("--eval-packages", default=None, help="dgls eval --corpus packages --json output")
     parser.add_argument("--notes", default="", help="a markdown file with extra notes (latency...)")
     args = parser.parse_args(argv)
     notes = Path(args.notes).read_text() if args.notes else ""
-    print(write_card(Path(args.weights), Path(args.run), Path(args.eval) if args.eval else None, notes))
+    print(write_card(Path(args.weights), Path(args.run), Path(args.eval) if args.eval else None, notes,
+                     Path(args.eval_packages) if args.eval_packages else None))
     return 0
 
 

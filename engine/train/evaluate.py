@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .data import Corpus, load_corpus, load_training_corpus
 
@@ -76,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", choices=("stdlib", "packages"), default="stdlib",
                         help="held-out files to cut the sets from: the standard library's (default, comparable "
                              "across sessions) or the training packages' (modern third-party code)")
+    parser.add_argument("--functions", nargs="?", const="builtin", default=None, metavar="FILE",
+                        help="also blank each function body that has a test_<name> beside it, infill it and run "
+                             "the test (default FILE: dgls's own function_tasks.py)")
     parser.add_argument("--no-model", action="store_true", help="baselines only")
     parser.add_argument("--no-server", action="store_true", help="skip the language-server pipeline row")
     parser.add_argument("--steps", type=int, default=None, help="max denoising steps (default: the model's)")
@@ -342,9 +346,16 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
                 log(f"  {kind}: {idx + 1}/{len(its)}")
     table = {kind: {name: sc.row() for name, sc in per.items()} for kind, per in results.items()}
     losses = heldout_loss(args.model, corpus.held_out, args.loss, args.seed) if args.loss else None
+    functions = None
+    if getattr(args, "functions", None):
+        from .function_eval import run_function_eval
+
+        source = None if args.functions == "builtin" else Path(args.functions).read_text(encoding="utf-8")
+        log("function tests:")
+        functions = run_function_eval(engine, source, args.seed, log)
     import torch
 
-    return {"corpus": args.corpus, "steps": args.steps, "heldout_span_loss": losses, "threads": torch.get_num_threads(), "model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
+    return {"functions": functions, "corpus": args.corpus, "steps": args.steps, "heldout_span_loss": losses, "threads": torch.get_num_threads(), "model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
             "budgets": {k: BUDGETS[k] for k in items}, "held_out_files": len(corpus.held_out),
             "results": table}
 
@@ -370,6 +381,11 @@ def format_table(out: dict) -> str:
             steps = f"{r['mean_steps']:.1f}" if r.get("mean_steps") is not None else "-"
             rows.append(f"{kind:12s} {name:14s} {r['n']:4d} {100 * r['exact_match']:6.1f}% "
                         f"{r.get('similarity', 0.0):7.1f} {100 * r['syntax_ok']:6.1f}% {p50:>8s} {p90:>8s} {steps:>6s}")
+    if out.get("functions"):
+        fn = out["functions"]
+        rows.append(f"functions passing their tests (of {fn['n']}): " +
+                    ", ".join(f"{m} {k}" for m, k in fn["passed"].items()))
+        rows.append("function-body similarity: " + ", ".join(f"{m} {v:.1f}" for m, v in fn["similarity"].items()))
     if out.get("heldout_span_loss"):
         rows.append("held-out span loss (nats/token): " +
                     ", ".join(f"{k} {v:.3f}" for k, v in out["heldout_span_loss"].items()))
