@@ -226,6 +226,26 @@ def _empty_body(text: str, start: int, end: int, name: str | None, tree: SyntaxT
     return None
 
 
+def _docstring_only_body(text: str, line_start: int, width: int, unit: str) -> bool:
+    """Whether everything between a block opener (`...:`) and the blank line at `line_start` is
+    one docstring: the body is still to be written, as in `def f():` followed by its docstring."""
+    before = text[:line_start].rstrip()
+    for quote in ('"""', "'''"):
+        if not before.endswith(quote) or len(before) < 6:
+            continue
+        opening = before.rfind(quote, 0, len(before) - 3)
+        if opening < 0:
+            return False
+        head = before[:opening].rstrip("rRuU")  # r"""...""" docstrings
+        if head[head.rfind("\n") + 1:].strip():
+            return False  # the string is part of a statement, not a docstring of its own
+        opener = head.rstrip()
+        opener_line = opener[opener.rfind("\n") + 1:]
+        return (_strip_py_comment(opener_line).rstrip().endswith(":")
+                and indent_width(_leading_ws(opener_line), unit) < width)
+    return False
+
+
 def _ensure_tree(text: str, language_id: str, tree: SyntaxTree | None) -> SyntaxTree:
     if tree is not None and tree.text == text:
         return tree
@@ -287,6 +307,8 @@ def _plan_cursor(text: str, start: int, end: int, name: str | None, syntax: Synt
         nxt is None or bool(_CLOSER_LINE.match(nxt))
         or indent_width(next_ws, unit) < indent_width(indent, unit)
     )
+    if at_block_end and name in _COLON_BLOCKS and _docstring_only_body(text, line_start, indent_width(indent, unit), unit):
+        return SpanPlan(start, start, max(4, max_budget), False, "block", indent)  # the whole body is asked for
     return SpanPlan(start, start, _clamp_budget(32 if at_block_end else 24, max_budget), False,
                     "statement", indent)
 

@@ -126,6 +126,26 @@ def test_non_empty_body_start_is_a_statement() -> None:
     assert p.kind == "statement" and p.indent == "    "
 
 
+@pytest.mark.parametrize("snippet", [
+    'def f(x):\n    """Double x."""\n    |\n',
+    'def f(x):\n    r"""Double\n    x.\n    """\n    |\n\n\ndef g():\n    pass\n',
+    "class A:\n    def f(self):\n        \'\'\'Doc.\'\'\'\n        |\n    x = 1\n",
+])
+def test_blank_line_after_a_docstring_asks_for_the_whole_body(snippet: str) -> None:
+    _, p = plan("python", snippet, max_budget=192)
+    assert (p.kind, p.single_line, p.budget) == ("block", False, 192)
+
+
+@pytest.mark.parametrize("snippet", [
+    'def f(x):\n    """Double x."""\n    |\n    return 2 * x\n',  # the body goes on after the cursor
+    'def f(x):\n    y = """text"""\n    |\n',  # a string in a statement, not a docstring
+    'x = 1\n"""Module doc."""\n|\n',  # no block opener
+])
+def test_other_blank_lines_after_strings_stay_statements(snippet: str) -> None:
+    _, p = plan("python", snippet, max_budget=192)
+    assert p.kind == "statement"
+
+
 def test_selection_is_exact() -> None:
     text, p = plan("python", "def f(x):\n    return «x + 1»\n")
     assert (p.kind, p.start, p.end, p.single_line, p.indent) == ("selection", 21, 26, True, "")
