@@ -226,10 +226,10 @@ def _empty_body(text: str, start: int, end: int, name: str | None, tree: SyntaxT
     return None
 
 
-def _docstring_only_body(text: str, line_start: int, width: int, unit: str) -> bool:
-    """Whether everything between a block opener (`...:`) and the blank line at `line_start` is
-    one docstring: the body is still to be written, as in `def f():` followed by its docstring."""
-    before = text[:line_start].rstrip()
+def _docstring_only_body(text: str, pos: int, width: int, unit: str) -> bool:
+    """Whether everything between a block opener (`...:`) and `pos` is one docstring: the body is
+    still to be written, as in `def f():` followed by its docstring."""
+    before = text[:pos].rstrip()
     for quote in ('"""', "'''"):
         if not before.endswith(quote) or len(before) < 6:
             continue
@@ -288,6 +288,13 @@ def _plan_cursor(text: str, start: int, end: int, name: str | None, syntax: Synt
         if not before.strip() and indent_width(before, unit) > indent_width(_leading_ws(opener), unit):
             indent = before  # the editor already indented the body: respect it
         return SpanPlan(start, start, max(4, max_budget), False, "block", indent)
+    if before.strip() and not after.strip() and name in _COLON_BLOCKS:
+        width = indent_width(_leading_ws(before), unit)
+        nxt = _next_line(text, start)
+        if (nxt is None or indent_width(_leading_ws(nxt), unit) < width) \
+                and _docstring_only_body(text, start, width, unit):
+            # at the end of a docstring that is all the body has: the body goes on the next lines
+            return SpanPlan(start, start, max(4, max_budget), False, "block", _leading_ws(before))
     if before.strip() or after.strip():
         line = text[line_start:line_end]
         return SpanPlan(start, start, _line_budget(line, max_budget), True, "line", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dgls.postprocess import clean_infill
 from dgls.spans import SpanPlan, detect_indent_unit, plan_holes, plan_span
 from dgls.syntax import SyntaxTree
 
@@ -134,6 +135,15 @@ def test_non_empty_body_start_is_a_statement() -> None:
 def test_blank_line_after_a_docstring_asks_for_the_whole_body(snippet: str) -> None:
     _, p = plan("python", snippet, max_budget=192)
     assert (p.kind, p.single_line, p.budget) == ("block", False, 192)
+
+
+def test_cursor_at_the_end_of_a_docstring_only_body_asks_for_the_body_below() -> None:
+    text, p = plan("python", 'def f(x):\n    """Double x."""|\n\n\ndef g():\n    pass\n', max_budget=192)
+    assert (p.kind, p.single_line, p.budget, p.indent) == ("block", False, 192, "    ")
+    out = clean_infill("return 2 * x", p, text)
+    assert text[: p.start] + out + text[p.end:] == 'def f(x):\n    """Double x."""\n    return 2 * x\n\n\ndef g():\n    pass\n'
+    _, p = plan("python", 'def f(x):\n    """Double x."""|\n    return 2 * x\n', max_budget=192)
+    assert p.kind == "line"  # the body is there already: continue the line
 
 
 @pytest.mark.parametrize("snippet", [
