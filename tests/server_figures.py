@@ -2,6 +2,7 @@
 completion latency p50/p95, and the time from `$/cancelRequest` to the RequestCancelled answer.
 
     python tests/server_figures.py [--model DIR] [-n 20]     (default: a fresh tiny checkpoint)
+    python tests/server_figures.py --model DIR --functions   (the function tests, through the server)
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model")
     parser.add_argument("-n", type=int, default=20)
+    parser.add_argument("--functions", action="store_true",
+                        help="instead: blank each function body of dgls's function tasks, ask for an inline "
+                             "completion there, apply the first item and run the function's test")
     parser.add_argument("--at", default="7:12", help="LINE:COL of the cursor (7:12 is an empty block line; "
                                                      "5:15 is mid-line, a single-line span)")
     args = parser.parse_args()
@@ -36,6 +40,10 @@ def main() -> None:
     client.wait_status("ready", 300)
     ready = time.monotonic()
     print(f"initialize answered in {(answered - started) * 1000:.0f} ms; ready after {ready - started:.2f} s")
+    if args.functions:
+        function_tests(client)
+        client.close()
+        return
     line, col = (int(x) for x in args.at.split(":"))
     uri = client.open(TEXT)
     latencies = []
@@ -77,6 +85,38 @@ def main() -> None:
           + ", ".join(f"{a:.1f}" for a, _ in cancels) + " ms; cancel -> a 1-step probe answered: "
           + ", ".join(f"{b:.0f}" for _, b in cancels) + " ms")
     client.close()
+
+
+def _offset(text: str, position: dict) -> int:
+    """A UTF-16 LSP position as a str offset (the task files are ASCII, so columns are chars)."""
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[: position["line"]]) + position["character"]
+
+
+def function_tests(client: LspClient) -> None:
+    """What a user (or a reviewer) gets: the server's first inline item applied, the test run."""
+    from dgls.engine.train.function_eval import TASKS_FILE, function_tasks, passes
+
+    tasks = function_tasks(TASKS_FILE.read_text(encoding="utf-8"))
+    passed, empty, latencies = [], 0, []
+    for i, task in enumerate(tasks):
+        text = task.prefix + task.suffix
+        uri = client.open(text, uri=f"file:///tmp/dgls-functions/{i}-{task.name}.py")
+        line = task.prefix.count("\n")
+        col = len(task.prefix) - task.prefix.rfind("\n") - 1
+        t = time.monotonic()
+        items = client.call("textDocument/inlineCompletion", {
+            "textDocument": {"uri": uri}, "position": pos(line, col), "context": {"triggerKind": 1}}, timeout=300)
+        latencies.append((time.monotonic() - t) * 1000)
+        if not items or not items[0]["insertText"].strip():
+            empty += 1
+            continue
+        r = items[0]["range"]
+        new = text[: _offset(text, r["start"])] + items[0]["insertText"] + text[_offset(text, r["end"]):]
+        if passes(new, f"test_{task.name}"):
+            passed.append(task.name)
+    print(f"function tests through the server: {len(passed)}/{len(tasks)} pass {passed}; "
+          f"{empty} empty answers; inline completion p50 {statistics.median(latencies):.0f} ms")
 
 
 if __name__ == "__main__":
