@@ -355,9 +355,10 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
         functions = run_function_eval(engine, source, args.seed, log)
     import torch
 
-    return {"functions": functions, "corpus": args.corpus, "steps": args.steps, "heldout_span_loss": losses, "threads": torch.get_num_threads(), "model": getattr(engine, "name", None), "n_per_set": n, "seed": args.seed,
+    return {"corpus": args.corpus, "model": getattr(engine, "name", None), "steps": args.steps,
+            "threads": torch.get_num_threads(), "n_per_set": n, "seed": args.seed,
             "budgets": {k: BUDGETS[k] for k in items}, "held_out_files": len(corpus.held_out),
-            "results": table}
+            "results": table, "heldout_span_loss": losses, "functions": functions}
 
 
 def eval_corpus(name: str) -> Corpus:

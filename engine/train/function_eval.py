@@ -21,7 +21,6 @@ from pathlib import Path
 
 TASKS_FILE = Path(__file__).with_name("function_tasks.py")
 TEST_TIMEOUT_S = 10.0
-BODY_BUDGET = 48  # tokens for the raw engine row: the embedded model's largest span
 
 
 @dataclass(frozen=True)
@@ -102,8 +101,8 @@ def run_function_eval(engine, source: str | None = None, seed: int = 0, log=prin
         test = f"test_{task.name}"
         files = {"reference": task.prefix + task.body + task.suffix, "empty": task.prefix + task.suffix}
         if engine is not None:
-            res = engine.infill(InfillRequest(prefix=task.prefix, suffix=task.suffix, max_tokens=BODY_BUDGET,
-                                              seed=seed))
+            res = engine.infill(InfillRequest(prefix=task.prefix, suffix=task.suffix,
+                                              max_tokens=engine.max_span_tokens, seed=seed))
             files["model"] = task.prefix + res.text + task.suffix
             files["dgls"] = server_infill(engine, task)
         answer = Item("function-body", "", task.prefix, task.body, task.suffix)
