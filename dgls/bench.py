@@ -7,7 +7,10 @@ Sections (each can be picked with --only):
             real hidden/vocab sizes (few layers), same prompt, canvas and step budget;
 - repeat:   a repeat request after a one-character edit near the end of a 5,000-line file vs
             the first request and vs `generate()` on the same prompt;
-- growth:   the repeat-request cost as the file grows from 1k to 32k tokens (should stay flat);
+- growth:   the repeat-request cost as the file grows from 1k to 32k tokens (should stay flat), on
+            a tiny long-context model (attention over the prefix is most of its work);
+- growth-real (opt-in, minutes on a CPU): the same at 1k and 32k on the real-size random model,
+            its prefix cache seeded with random keys/values instead of a 32k-token prefill;
 and the process's peak RSS. Wall-clock numbers are for reading; the ratios are the result.
 """
 
@@ -21,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SECTIONS = ("latency", "head", "generate", "repeat", "growth")
+SECTIONS = ("latency", "head", "generate", "repeat", "growth", "growth-real")
+DEFAULT_SECTIONS = ("latency", "head", "generate", "repeat", "growth")
 SOURCE_DIR = Path(__file__).resolve().parent
 
 
@@ -30,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS),
+                        help="sections to run (default: all but growth-real)")
     parser.add_argument("--repeats", type=int, default=5, help="requests per latency cell")
     parser.add_argument("--steps", type=int, default=8, help="denoising step budget for the comparisons")
     parser.add_argument("--hidden", type=int, default=2304, help="hidden size of the real-size random model")
@@ -185,6 +190,62 @@ def bench_growth(steps: int) -> dict:
         return rows
 
 
+def _seed_prefix_cache(engine, doc_id: str, prefix: str) -> int:
+    """Store random keys/values of the right shapes as the document's cached prefix; returns its
+    token count. The cost of a repeat request does not depend on the values in the cache, and a
+    real prefill of 32k tokens at this size takes many minutes on a CPU."""
+    import torch
+
+    from .engine import InfillRequest
+    from .engine.canvas import encoder_ids
+    from .engine.prefix_cache import PrefixEntry
+
+    probe = f"{doc_id}-probe"
+    engine.infill(InfillRequest(prefix="x = 1\n", suffix="\n", doc_id=probe, steps=1, max_tokens=1))
+    shapes = engine.cache.lookup(probe, [])[0]
+    engine.forget(probe)
+    ids = encoder_ids(engine._fit_prefix(prefix)[0], engine.special)
+    gen = torch.Generator().manual_seed(0)
+
+    def like(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape[0], t.shape[1], len(ids), t.shape[3], generator=gen).to(t.dtype)
+
+    engine.cache.store(doc_id, PrefixEntry(ids=ids, keys=[like(k) for k in shapes.keys],
+                                           values=[like(v) for v in shapes.values]))
+    return len(ids)
+
+
+def bench_growth_real_size(hidden: int, steps: int) -> dict:
+    """The repeat-request curve on the real-size random model (hidden/vocab/head sizes of the
+    release, one sliding and one full-attention layer), the prefix cache seeded with random K/V."""
+    from .engine import Engine, InfillRequest
+    from .engine.testing import make_tiny_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_tiny_checkpoint(Path(tmp) / "real-size-long", vocab_size=262144, hidden=hidden, layers=2,
+                                    canvas_length=64, sliding_window=512, steps=steps, head_dim=256,
+                                    global_head_dim=512, num_attention_heads=8, num_key_value_heads=2,
+                                    intermediate_size=hidden * 2, max_positions=40000)
+        engine = Engine(str(path), head="auto", suffix_window=None, cache_mb=4096)
+        text = _source_text(40000)
+        all_ids = engine._encode(text)
+        rows: dict = {}
+        for tokens in (1024, 32768):
+            prefix = engine.tokenizer.decode(all_ids[:tokens])
+            prefix = prefix[: prefix.rfind("\n") + 1]
+            doc = f"real-{tokens}"
+            _seed_prefix_cache(engine, doc, prefix)
+            stats = engine.infill(InfillRequest(prefix=prefix + "x", suffix="\n", doc_id=doc, steps=steps,
+                                                seed=0)).stats
+            rows[str(tokens)] = {"ms": round(stats.total_ms, 1), "steps": stats.steps,
+                                 "encoded": stats.prefix_tokens_encoded, "reused": stats.prefix_tokens_reused}
+            engine.forget(doc)
+        small, large = rows["1024"], rows["32768"]
+        rows["ratio_32k_over_1k"] = round(large["ms"] / small["ms"], 2)
+        rows["per_step_ratio_32k_over_1k"] = round((large["ms"] / large["steps"]) / (small["ms"] / small["steps"]), 2)
+        return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from .engine import Engine, EngineError
 
@@ -208,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
         results["repeat"] = bench_repeat(engine, args.steps)
     if "growth" in args.only:
         results["growth"] = bench_growth(args.steps)
+    if "growth-real" in args.only:
+        results["growth_real"] = bench_growth_real_size(args.hidden, args.steps)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
@@ -251,6 +314,11 @@ def format_table(results: dict) -> str:
         lines.append(f"\nrepeat cost vs file size (tokens, random model with a 40k context): {cells}; "
                      f"32k/1k = {g['ratio_32k_over_1k']}x")
         lines.append("  " + _repeat_line("same model, 5,000-line file", g["repeat_5000_lines"]))
+    if "growth_real" in results:
+        g = results["growth_real"]
+        cells = ", ".join(f"{k}: {v['ms']} ms in {v['steps']} steps" for k, v in g.items() if k.isdigit())
+        lines.append(f"\nrepeat cost vs file size, real-size random model (seeded cache): {cells}; "
+                     f"32k/1k = {g['ratio_32k_over_1k']}x, per step {g['per_step_ratio_32k_over_1k']}x")
     lines.append(f"\npeak RSS {results['peak_rss_mb']} MB; bench took {results['bench_seconds']} s")
     return "\n".join(lines)
 

@@ -88,3 +88,17 @@ def test_bench_latency_json(tiny_model_dir):
     out = json.loads(proc.stdout)
     assert out["latency"]["8"]["p50_ms"] > 0 and "skipped" in out["latency"]["128"]
     assert out["peak_rss_mb"] > 0
+
+
+def test_seeded_prefix_cache_makes_a_repeat_request_encode_only_the_edit(tiny_model_dir):
+    from dgls.engine import Engine, InfillRequest
+
+    from dgls.bench import _seed_prefix_cache
+
+    engine = Engine(str(tiny_model_dir), suffix_window=None)
+    prefix = "def f(x):\n    return x\n" * 20
+    cached = _seed_prefix_cache(engine, "doc", prefix)
+    assert engine.cache.documents() == ["doc"] and cached > len(prefix) // 2
+    res = engine.infill(InfillRequest(prefix=prefix + "y", suffix="\n", doc_id="doc", steps=2))
+    assert res.status == "ok"
+    assert res.stats.prefix_tokens_reused >= cached - 2 and res.stats.prefix_tokens_encoded <= 3
