@@ -240,10 +240,14 @@ class Engine:
         def on_step(argmax: torch.LongTensor) -> None:
             req.on_draft(self._decode_span(argmax[-1].tolist(), layouts[-1].span_slots))
 
-        outcome = denoise(self.model, cache, positions, template, clamped, settings, self._step_fn(),
-                          self.vocab_size, batch=len(layouts), start=seeded,
-                          banned=self.special.banned_in_span(), generator=generator, cancel=cancel,
-                          on_step=on_step if req.on_draft else None)
+        try:
+            outcome = denoise(self.model, cache, positions, template, clamped, settings, self._step_fn(),
+                              self.vocab_size, batch=len(layouts), start=seeded,
+                              banned=self.special.banned_in_span(), generator=generator, cancel=cancel,
+                              on_step=on_step if req.on_draft else None)
+        finally:
+            if self._fast_decoder is not None:
+                self._fast_decoder.release()
         t_den = time.perf_counter()
         stats.denoise_ms = (t_den - t_enc) * 1000
         stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards

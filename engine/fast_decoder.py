@@ -4,8 +4,9 @@ For a model the size of the embedded default, transformers' decoder layer spends
 denoising step on per-op overhead: about sixty small ops per layer, seven RMSNorms of five ops
 each, and the MoE routed through a grouped-matmul fallback that loops over experts. This forward
 reads the same weights and does the same math with fewer, larger ops: q/k/v and gate/up as one
-matmul each, fused `rms_norm`, each expert as one matmul pair over the tokens routed to it, and
-rotary tables reused across the steps of one request. The fused q/k/v and gate/up weights are
+matmul each, fused `rms_norm`, each expert as one matmul pair over the tokens routed to it,
+rotary tables reused across the steps of one request, and the cached prefix copied once per
+request into a buffer with room for the canvas (not concatenated anew every step). The fused q/k/v and gate/up weights are
 copies, so attention and MLP weights take twice their memory: fine for the small models it is
 meant for. Tests compare it with `denoise.decoder_hidden` (the module-by-module path).
 """
@@ -72,7 +73,7 @@ class _Layer:
     def norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return F.rms_norm(x, (x.shape[-1],), self.norms[name], self.eps)
 
-    def attention(self, x: torch.Tensor, rope, cache_layer) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, rope, kv: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         batch, length, _ = x.shape
         hd = self.head_dim
         qkv = F.linear(x, self.qkv)
@@ -85,9 +86,11 @@ class _Layer:
         v = F.rms_norm(v, (hd,), None, self.eps)
         k = apply_rotary_pos_emb(F.rms_norm(k, (hd,), self.k_norm, self.eps), cos, sin, unsqueeze_dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if cache_layer is not None:
-            k = torch.cat([cache_layer.keys, k], dim=-2)
-            v = torch.cat([cache_layer.values, v], dim=-2)
+        if kv is not None:  # the cached prefix, then this step's canvas in the buffer's tail
+            keys, values = kv
+            keys[:, :, keys.shape[-2] - length:] = k
+            values[:, :, values.shape[-2] - length:] = v
+            k, v = keys, values
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling,
                                              enable_gqa=self.q_heads != self.kv_heads)
         return F.linear(out.transpose(1, 2).reshape(batch, length, -1), self.o)
@@ -112,8 +115,8 @@ class _Layer:
         out = torch.cat(outs) * top_w.flatten()[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token, out)
 
-    def __call__(self, x: torch.Tensor, rope, cache_layer) -> torch.Tensor:
-        h = self.attention(self.norm(x, "input_layernorm"), rope, cache_layer)
+    def __call__(self, x: torch.Tensor, rope, kv) -> torch.Tensor:
+        h = self.attention(self.norm(x, "input_layernorm"), rope, kv)
         x = x + self.norm(h, "post_attention_layernorm")
         residual = x
         gate, up = F.linear(self.norm(x, "pre_feedforward_layernorm"), self.gate_up).chunk(2, dim=-1)
@@ -147,6 +150,31 @@ class FastDecoder:
         self.final_norm = decoder.norm.weight
         self._rope_positions: torch.Tensor | None = None
         self._rope: dict = {}
+        self._kv_cache = None  # the request cache the buffers below were filled from
+        self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _buffers_for(self, cache, canvas_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, [prefix keys | canvas slots] (and values), filled from `cache` once per request.
+
+        A denoising step then writes only its canvas keys/values: concatenating the prefix anew
+        every step copied (and, for long files, page-faulted in) the whole prefix per step.
+        """
+        b, h, n, d = cache.layers[0].keys.shape
+        if self._kv_cache is not cache or self._kv[0][0].shape != (b, h, n + canvas_length, d):
+            self._kv = []
+            for layer in cache.layers:
+                b, h, n, d = layer.keys.shape
+                keys = layer.keys.new_empty(b, h, n + canvas_length, d)
+                values = layer.values.new_empty(b, h, n + canvas_length, layer.values.shape[-1])
+                keys[:, :, :n] = layer.keys
+                values[:, :, :n] = layer.values
+                self._kv.append((keys, values))
+            self._kv_cache = cache
+        return self._kv
+
+    def release(self) -> None:
+        """Drop the buffers of the last request (they are as large as its prefix cache)."""
+        self._kv_cache, self._kv = None, []
 
     def _rope_for(self, hidden: torch.Tensor, positions: torch.LongTensor) -> dict:
         """Rotary tables, recomputed only when the positions change (they do not between steps)."""
@@ -166,7 +194,7 @@ class FastDecoder:
             embeds = embeds + F.linear(F.gelu(gate, approximate="tanh") * up, self.sc_down)
         hidden = F.rms_norm(embeds, (embeds.shape[-1],), None, self.eps)
         rope = self._rope_for(hidden, positions)
-        layers = cache.layers if cache is not None else [None] * len(self.layers)
+        buffers = self._buffers_for(cache, canvas.shape[1]) if cache is not None else [None] * len(self.layers)
         for i, layer in enumerate(self.layers):
-            hidden = layer(hidden, rope[self.layer_types[i]], layers[i])
+            hidden = layer(hidden, rope[self.layer_types[i]], buffers[i])
         return F.rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)

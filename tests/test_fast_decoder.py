@@ -45,6 +45,23 @@ def test_lean_decoder_matches_transformers(engine, batch, length, prompt_len, se
     torch.testing.assert_close(again, shifted, atol=2e-5, rtol=1e-4)
 
 
+def test_lean_decoder_prefix_buffers_never_go_stale(engine):
+    """Steps reuse one [prefix | canvas] buffer per request; a new cache (same shapes, other
+    prefix) or a new canvas must never see keys left from before."""
+    model, fast = engine.model, engine._fast_decoder
+    gen = torch.Generator().manual_seed(7)
+    positions = torch.arange(50, 50 + 24)[None]
+    first, second = _cache(engine, 50, 1), _cache(engine, 50, 1)
+    second.layers[0].keys.add_(1.0)  # same shapes, different contents
+    with torch.inference_mode():
+        for cache in (first, first, second, first):
+            canvas = torch.randint(4, engine.vocab_size, (1, 24), generator=gen)
+            expected = decoder_hidden(model, canvas, cache, positions, None)
+            torch.testing.assert_close(fast(canvas, cache, positions, None), expected, atol=2e-5, rtol=1e-4)
+        fast.release()
+        assert fast._kv == [] and fast._kv_cache is None
+
+
 def test_lean_decoder_declines_models_it_cannot_run(tiny_model_dir):
     engine = Engine(str(tiny_model_dir), dtype="bfloat16")
     assert unsupported_reason(engine.model) == "not float32 on the CPU"
