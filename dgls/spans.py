@@ -226,10 +226,13 @@ def _empty_body(text: str, start: int, end: int, name: str | None, tree: SyntaxT
     return None
 
 
+DOCSTRING_WINDOW = 20_000  # characters looked back for a docstring's opening quotes
+
+
 def _docstring_only_body(text: str, pos: int, width: int, unit: str) -> bool:
     """Whether everything between a block opener (`...:`) and `pos` is one docstring: the body is
     still to be written, as in `def f():` followed by its docstring."""
-    before = text[:pos].rstrip()
+    before = text[max(0, pos - DOCSTRING_WINDOW):pos].rstrip()  # a longer docstring keeps the old plan
     for quote in ('"""', "'''"):
         if not before.endswith(quote) or len(before) < 6:
             continue
@@ -288,7 +291,7 @@ def _plan_cursor(text: str, start: int, end: int, name: str | None, syntax: Synt
         if not before.strip() and indent_width(before, unit) > indent_width(_leading_ws(opener), unit):
             indent = before  # the editor already indented the body: respect it
         return SpanPlan(start, start, max(4, max_budget), False, "block", indent)
-    if before.strip() and not after.strip() and name in _COLON_BLOCKS:
+    if before.rstrip().endswith(('"""', "'''")) and not after.strip() and name in _COLON_BLOCKS:
         width = indent_width(_leading_ws(before), unit)
         nxt = _next_line(text, start)
         if (nxt is None or indent_width(_leading_ws(nxt), unit) < width) \
