@@ -1,9 +1,9 @@
 """Post-processing of raw engine infills: fit them to the document, then pick one that parses.
 
 :func:`clean_infill` makes a raw infill sit well in the document: it stops where the text would
-repeat what already follows the cursor or (for a block body) where it dedents out of the block, matches the document's indentation (tabs or spaces,
-step width, the span's base column), trims trailing whitespace, keeps single-line spans on one
-line and writes CRLF into CRLF documents.
+repeat what already follows the cursor or (for a block body) where it dedents out of the block,
+matches the document's indentation (tabs or spaces, step width, the span's base column), trims
+trailing whitespace, keeps single-line spans on one line and writes CRLF into CRLF documents.
 
 :func:`choose_infill` checks cleaned candidates with tree-sitter and never proposes one that
 breaks the parse when one that does not was available.  Rule (for the server's docs):

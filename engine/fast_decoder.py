@@ -6,9 +6,9 @@ each, and the MoE routed through a grouped-matmul fallback that loops over exper
 reads the same weights and does the same math with fewer, larger ops: q/k/v and gate/up as one
 matmul each, fused `rms_norm`, each expert as one matmul pair over the tokens routed to it,
 rotary tables reused across the steps of one request, and the cached prefix copied once per
-request into a buffer with room for the canvas (not concatenated anew every step). The fused q/k/v and gate/up weights are
-copies, so attention and MLP weights take twice their memory: fine for the small models it is
-meant for. Tests compare it with `denoise.decoder_hidden` (the module-by-module path).
+request into a buffer with room for the canvas (not concatenated anew every step). The fused
+q/k/v and gate/up weights are copies, so attention and MLP weights take twice their memory: fine
+for the small models it is meant for. Tests compare it with `denoise.decoder_hidden` (the module-by-module path).
 """
 
 from __future__ import annotations

@@ -204,9 +204,10 @@ def similarity(pred: str, item: Item) -> float:
     return 100.0 * difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
-def make_server_method(engine):
-    """What the language server would answer for a cursor where the middle was: the same
-    pipeline (`dgls.pipeline`), so planning, post-processing and the syntax check count."""
+def server_file(engine, prefix: str, suffix: str) -> str:
+    """The whole file after the language server's edit for a cursor between `prefix` and
+    `suffix`: the same pipeline (`dgls.pipeline`), so planning, post-processing and the syntax
+    check count."""
     import threading
 
     from dgls.documents import Document
@@ -214,14 +215,20 @@ def make_server_method(engine):
     from dgls.pipeline import plan_at, run_plans, snapshot
 
     settings = Settings()
+    doc = Document(uri="file:///eval/item.py", text=prefix + suffix, version=1, language_id="python")
+    plan = plan_at(doc, len(prefix), None, settings)
+    edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event())
+    if not edits:
+        return doc.text
+    return doc.text[:edits[0].start] + edits[0].text + doc.text[edits[0].end:]
+
+
+def make_server_method(engine):
+    """What the language server would answer for a cursor where the middle was."""
 
     def server(item: Item) -> tuple[str | None, str]:
         """(the infilled middle, or None when the edit reached past it; the whole infilled file)"""
-        doc = Document(uri="file:///eval/item.py", text=item.prefix + item.suffix, version=1, language_id="python")
-        plan = plan_at(doc, len(item.prefix), None, settings)
-        edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event())
-        edit = edits[0] if edits else None
-        text = doc.text if edit is None else doc.text[:edit.start] + edit.text + doc.text[edit.end:]
+        text = server_file(engine, item.prefix, item.suffix)
         if not (text.startswith(item.prefix) and text.endswith(item.suffix)
                 and len(text) >= len(item.prefix) + len(item.suffix)):
             return None, text  # the plan replaced text around the cursor: scored as a whole file

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +42,7 @@ def function_tasks(source: str) -> list[FunctionTask]:
         if not isinstance(node, ast.FunctionDef) or f"test_{node.name}" not in names:
             continue
         body = node.body
-        has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-            and isinstance(body[0].value.value, str)
+        has_doc = ast.get_docstring(node, clean=False) is not None
         if has_doc and len(body) == 1:
             continue  # nothing to cut
         first = body[1] if has_doc else body[0]
@@ -74,18 +72,9 @@ def passes(file_text: str, test_name: str, timeout: float = TEST_TIMEOUT_S) -> b
 
 def server_infill(engine, task: FunctionTask) -> str:
     """The whole file after the language server's edit for a cursor at the task's spot."""
-    from dgls.documents import Document
-    from dgls.options import Settings
-    from dgls.pipeline import plan_at, run_plans, snapshot
+    from .evaluate import server_file
 
-    settings = Settings()
-    doc = Document(uri="file:///eval/functions.py", text=task.prefix + task.suffix, version=1, language_id="python")
-    plan = plan_at(doc, len(task.prefix), None, settings)
-    edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event())
-    if not edits:
-        return doc.text
-    edit = edits[0]
-    return doc.text[:edit.start] + edit.text + doc.text[edit.end:]
+    return server_file(engine, task.prefix, task.suffix)
 
 
 def run_function_eval(engine, source: str | None = None, seed: int = 0, log=print) -> dict:
