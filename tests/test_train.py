@@ -285,3 +285,43 @@ def test_package_sources_are_only_the_listed_licensed_packages():
         assert prefix in PACKAGES and root.is_dir() and root.name == prefix
         dist, license_id = PACKAGES[prefix]
         assert label.startswith(dist + " ") and label.endswith(f"({license_id})")
+
+
+def test_views_share_one_encoder_pass_and_spread_noise_levels(tok):
+    """`--views`: the encoder runs once per example; its repeated cache gives the decoder exactly
+    what encoding every copy would; each example's copies get stratified noise levels."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    torch.manual_seed(0)
+    model = DiffusionGemmaForBlockDiffusion(make_config("tiny", vocab_size=260, prefix_tokens=64))
+    rng = random.Random(5)
+    examples = []
+    while len(examples) < 3:
+        ex = obj.sample_example(tok, CODE, rng, SPECIAL, 64, 64)
+        if ex is not None:
+            examples.append(ex)
+    batch = obj.collate(examples, SPECIAL)
+    views = 3
+    with torch.no_grad():
+        shared = obj.encode_prompts(model, batch)
+        shared.batch_repeat_interleave(views)
+        repeated = obj.repeat_views(batch, views)
+        fresh = obj.encode_prompts(model, repeated)
+        torch.testing.assert_close(obj.decoder_logits(model, shared, repeated, repeated.targets),
+                                   obj.decoder_logits(model, fresh, repeated, repeated.targets))
+
+    t = obj.sample_noise_levels(4 * views, torch.Generator().manual_seed(1), views=views).view(4, views)
+    assert (t > 0).all() and (t <= 1).all()
+    strata = torch.ceil(t * views).long()  # level (k-1)/views < t <= k/views falls in stratum k
+    assert all(sorted(row.tolist()) == [1, 2, 3] for row in strata)
+
+    calls = []
+    hook = model.model.encoder.register_forward_hook(lambda m, a, kw, out: calls.append(kw["input_ids"].shape[0]),
+                                                     with_kwargs=True)
+    loss, info = obj.span_loss(model, batch, torch.Generator().manual_seed(0), True, 260, views=views)
+    hook.remove()
+    loss.backward()
+    assert calls == [len(examples)]
+    assert info["span_tokens"] == views * int(batch.span.sum())
+    assert torch.isfinite(loss)
+    assert model.model.encoder.language_model.layers[0].self_attn.k_proj.weight.grad.abs().sum() > 0

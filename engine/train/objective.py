@@ -296,21 +296,48 @@ def decoder_logits(model, cache, batch: Batch, canvas: torch.LongTensor,
     return lm_logits(model, decoder_hidden(model, cache, batch, canvas, self_conditioning_logits))
 
 
-def sample_noise_levels(batch_size: int, generator: torch.Generator, full_noise_prob: float = 0.0) -> torch.Tensor:
+def sample_noise_levels(batch_size: int, generator: torch.Generator, full_noise_prob: float = 0.0,
+                        views: int = 1) -> torch.Tensor:
     """t ~ U(0,1] per example, with a share set to exactly 1: the all-noise canvas is where every
-    denoising run starts, and where a young model wrongly copies its (random) input tokens."""
-    t = 1.0 - torch.rand(batch_size, generator=generator)
+    denoising run starts, and where a young model wrongly copies its (random) input tokens.
+
+    With `views` > 1 the rows come in groups of `views` copies of one example, and each group's
+    levels are stratified ((u + i) / views), so one example is seen both lightly and heavily noised.
+    """
+    if views > 1:
+        groups = batch_size // views
+        u = torch.rand(groups, 1, generator=generator)
+        t = 1.0 - (u + torch.arange(views)[None, :]) / views  # (0, 1]
+        t = t.reshape(-1)
+    else:
+        t = 1.0 - torch.rand(batch_size, generator=generator)
     if full_noise_prob > 0:
         t = torch.where(torch.rand(batch_size, generator=generator) < full_noise_prob, torch.ones_like(t), t)
     return t
 
 
+def repeat_views(batch: Batch, views: int) -> Batch:
+    """Each example `views` times in a row (the decoder's side; the encoder runs once per example)."""
+    def rep(x):
+        return x.repeat_interleave(views, dim=0)
+
+    return Batch(rep(batch.input_ids), rep(batch.encoder_lengths), rep(batch.targets), rep(batch.clamped),
+                 rep(batch.decoder_positions), rep(batch.decoder_attention_mask))
+
+
 def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: bool,
-              vocab_size: int, full_noise_prob: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass."""
-    t = sample_noise_levels(batch.targets.shape[0], generator, full_noise_prob)
-    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator, t=t)
+              vocab_size: int, full_noise_prob: float = 0.0, views: int = 1) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass.
+
+    `views` > 1 denoises that many independently noised copies of each canvas against one encoder
+    pass over its prompt: the prompt (most of the tokens) is paid for once per `views` losses.
+    """
     cache = encode_prompts(model, batch)
+    if views > 1:
+        cache.batch_repeat_interleave(views)
+        batch = repeat_views(batch, views)
+    t = sample_noise_levels(batch.targets.shape[0], generator, full_noise_prob, views)
+    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator, t=t)
     span = batch.span
     sc = None
     if self_condition:

@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-noise-prob", type=float, default=0.25,
                         help="share of examples noised at t=1 (the rest: t ~ U(0,1])")
     parser.add_argument("--self-cond-prob", type=float, default=0.5)
+    parser.add_argument("--views", type=int, default=1,
+                        help="noised copies of each canvas per encoder pass over its prompt")
     parser.add_argument("--prefix-tokens", type=int, default=model_mod.PREFIX_TOKENS)
     parser.add_argument("--steps", type=int, default=0, help="stop at this global step (0: no limit)")
     parser.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
@@ -199,14 +201,15 @@ class Trainer:
         self.last_lr = lr
         for group in self.opt.param_groups:
             group["lr"] = lr
+        views = max(1, getattr(self.args, "views", 1))
         loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
-                               getattr(self.args, "full_noise_prob", 0.0))
+                               getattr(self.args, "full_noise_prob", 0.0), views)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.step_no += 1
-        tokens = int(batch.encoder_lengths.sum()) + batch.targets.numel()
+        tokens = int(batch.encoder_lengths.sum()) + batch.targets.numel() * views
         self.tokens += tokens
         return {"loss": float(loss.detach()), "lr": lr, "gnorm": float(gnorm), "tokens": tokens, "self_cond": self_cond,
                 **info}
