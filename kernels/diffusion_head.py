@@ -72,6 +72,7 @@ def diffusion_head(
     impl: str = "auto",
     chunk: int = 8192,
     rows: torch.Tensor | None = None,
+    row_banned: torch.Tensor | None = None,
 ) -> HeadOutput:
     """Compute the head for ``hidden`` [N, D] against tied embeddings ``weight`` [V, D].
 
@@ -81,7 +82,8 @@ def diffusion_head(
     embedding (see module docstring); the reference path ignores it. ``rows`` [N] (int64) are
     the row ids the sampling noise is keyed on (default ``arange(N)``): give each request's rows
     ids of their own (e.g. ``request_key * canvas_len + position``) so its sample does not depend
-    on where it sits in a batch.
+    on where it sits in a batch. ``row_banned`` [N] (int64) bans one more id per row (-1: none):
+    the denoiser uses it to keep a slot from copying the random token it was just noised to.
     """
     if rows is not None and rows.shape != (hidden.shape[0],):
         raise ValueError(f"rows must have shape [{hidden.shape[0]}] (got {tuple(rows.shape)})")
@@ -91,12 +93,17 @@ def diffusion_head(
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")
+    if row_banned is not None:
+        if row_banned.shape != (hidden.shape[0],):
+            raise ValueError(f"row_banned must have shape [{hidden.shape[0]}] (got {tuple(row_banned.shape)})")
+        if row_banned.numel() and (row_banned.min() < -1 or row_banned.max() >= weight.shape[0]):
+            raise ValueError(f"row_banned ids must lie in [-1, {weight.shape[0]})")
     if not 0.0 <= soft_eps < 1.0:
         raise ValueError(f"soft_eps must be in [0, 1) (got {soft_eps})")
     if impl == "auto":
         impl = "triton" if hidden.is_cuda and _triton_available() else "chunked"
     common = dict(temperature=temperature, softcap=softcap, embed_scale=embed_scale, seed=seed, banned=banned,
-                  rows=rows)
+                  rows=rows, row_banned=row_banned)
     if impl == "reference":
         return HeadOutput(**reference_head(hidden, weight, **common))
     if impl == "chunked":
@@ -132,6 +139,7 @@ def _chunk_logits(
     temperature: float,
     softcap: float | None,
     banned: torch.Tensor | None,
+    row_ban: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """float32 z for one vocabulary chunk, same op order as the reference (in place)."""
     z = (h @ w.T).to(torch.float32)
@@ -142,6 +150,11 @@ def _chunk_logits(
         local = banned[(banned >= c0) & (banned < c0 + w.shape[0])] - c0
         if local.numel():
             z[:, local] = float("-inf")
+    if row_ban is not None:
+        local = row_ban - c0
+        hit = ((local >= 0) & (local < w.shape[0])).nonzero().flatten()
+        if hit.numel():
+            z[hit, local[hit]] = float("-inf")
     return z
 
 
@@ -229,6 +242,7 @@ def chunked_head(
     soft_eps: float = 0.0,
     chunk: int = 8192,
     rows: torch.Tensor | None = None,
+    row_banned: torch.Tensor | None = None,
 ) -> HeadOutput:
     """Streaming (online-softmax) head in torch; peak extra memory is O(N * chunk + N * D)."""
     n, d = hidden.shape
@@ -237,6 +251,7 @@ def chunked_head(
     f32 = torch.float32
     h = hidden.to(weight.dtype)
     ban = _sorted_banned(banned, vocab, dev)
+    row_ban = None if row_banned is None else row_banned.to(device=dev, dtype=torch.int64)
     if rows is None:
         rows = torch.arange(n, device=dev)
     keys = row_keys(seed, rows.to(device=dev, dtype=torch.int64))
@@ -255,7 +270,7 @@ def chunked_head(
 
     for c0 in range(0, vocab, chunk):
         w = weight[c0 : c0 + chunk]
-        z = _chunk_logits(h, w, c0, temperature, softcap, ban)
+        z = _chunk_logits(h, w, c0, temperature, softcap, ban, row_ban)
         cmax, carg = z.max(dim=1)
         upd = cmax > best
         best = torch.where(upd, cmax, best)
@@ -274,7 +289,7 @@ def chunked_head(
         delta = torch.where(seen, m - m_new, torch.zeros_like(m))
         shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
         zs = z.sub_(shift[:, None])
-        if ban is not None or not bool(torch.isfinite(m_new).all()):
+        if ban is not None or row_ban is not None or not bool(torch.isfinite(m_new).all()):
             zs.clamp_(min=_NEG_BIG)  # -inf (banned) -> finite, so p * zs is 0, not nan
         p = torch.exp(zs)
         s_sum = alpha * (s_sum + l_sum * delta) + torch.linalg.vecdot(p, zs)
@@ -296,7 +311,7 @@ def chunked_head(
         top_v, order = torch.topk(torch.cat(top_vs, dim=1), topk, dim=1)
         top_i = torch.gather(torch.cat(top_is, dim=1), 1, order)
         soft = _truncated_soft(
-            hidden, weight, top_v, top_i, m, l_sum, soft_eps, temperature, softcap, ban, chunk
+            hidden, weight, top_v, top_i, m, l_sum, soft_eps, temperature, softcap, ban, chunk, row_ban
         ).mul_(embed_scale)
     return HeadOutput(
         argmax=best_idx,
@@ -319,6 +334,7 @@ def _truncated_soft(
     softcap: float | None,
     ban: torch.Tensor | None,
     chunk: int,
+    row_ban: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(z) @ E (unscaled, float32) from the top-K, exact for rows the top-K does not cover."""
     f32 = torch.float32
@@ -334,7 +350,8 @@ def _truncated_soft(
     rows = torch.nonzero(~covered, as_tuple=True)[0]
     if rows.numel():
         soft[rows] = _exact_soft_rows(
-            hidden[rows], weight, m[rows], l_sum[rows], temperature, softcap, ban, chunk
+            hidden[rows], weight, m[rows], l_sum[rows], temperature, softcap, ban, chunk,
+            None if row_ban is None else row_ban[rows],
         )
     return soft
 
@@ -348,13 +365,14 @@ def _exact_soft_rows(
     softcap: float | None,
     ban: torch.Tensor | None,
     chunk: int,
+    row_ban: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Second pass for fallback rows: m and l are final, so no rescaling is needed."""
     h = hidden.to(weight.dtype)
     acc = torch.zeros(h.shape[0], h.shape[1], device=h.device, dtype=torch.float32)
     for c0 in range(0, weight.shape[0], chunk):
         w = weight[c0 : c0 + chunk]
-        z = _chunk_logits(h, w, c0, temperature, softcap, ban)
+        z = _chunk_logits(h, w, c0, temperature, softcap, ban, row_ban)
         p = torch.exp(z.sub_(m[:, None])).div_(l_sum[:, None])
         acc.add_((p.to(weight.dtype) @ w).to(torch.float32))
     return acc

@@ -21,14 +21,22 @@ def reference_logits(
     temperature: float,
     softcap: float | None,
     banned: torch.Tensor | None = None,
+    row_banned: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``z = softcap(hidden @ weight.T) / temperature`` in float32, banned ids set to -inf."""
+    """``z = softcap(hidden @ weight.T) / temperature`` in float32, banned ids set to -inf.
+
+    ``row_banned`` [N]: one more id per row set to -inf (-1: none).
+    """
     logits = (hidden.to(weight.dtype) @ weight.T).to(torch.float32)
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
     z = logits / temperature
     if banned is not None and banned.numel() > 0:
         z[:, banned.to(z.device)] = float("-inf")
+    if row_banned is not None:
+        ids = row_banned.to(device=z.device, dtype=torch.int64)
+        hit = (ids >= 0).nonzero().flatten()
+        z[hit, ids[hit]] = float("-inf")
     return z
 
 
@@ -42,9 +50,11 @@ def reference_head(
     seed: int,
     banned: torch.Tensor | None = None,
     rows: torch.Tensor | None = None,
+    row_banned: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All head outputs from full logits: argmax, Gumbel-max sample, entropy, confidence, soft embedding."""
-    z = reference_logits(hidden, weight, temperature=temperature, softcap=softcap, banned=banned)
+    z = reference_logits(hidden, weight, temperature=temperature, softcap=softcap, banned=banned,
+                         row_banned=row_banned)
     n, v = z.shape
     if rows is None:
         rows = torch.arange(n, device=z.device)

@@ -167,6 +167,39 @@ def test_chunked_no_softcap_and_banned(dtype):
     assert torch.isfinite(out.entropy).all() and torch.isfinite(out.soft_embedding.float()).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("soft_eps", [0.0, 0.01])
+def test_row_banned_matches_reference(dtype, soft_eps):
+    """One extra banned id per row (-1: none), as the denoiser bans each noised slot's own token."""
+    hidden, weight = _data(12, 1500, 36, dtype, scale=6.0, seed=11)
+    ref0 = diffusion_head(hidden, weight, impl="reference", **_kw())
+    row_banned = torch.where(torch.arange(12) % 3 == 0, torch.full((12,), -1), ref0.argmax)  # ban most winners
+    row_banned[1] = 1499  # the last id of the last chunk
+    ref = diffusion_head(hidden, weight, impl="reference", row_banned=row_banned, **_kw(banned=torch.tensor([0])))
+    out = diffusion_head(hidden, weight, impl="chunked", chunk=256, soft_eps=soft_eps, row_banned=row_banned,
+                         **_kw(banned=torch.tensor([0])))
+    if soft_eps == 0:
+        _assert_close(out, ref, dtype)
+    else:  # the truncated soft embedding is within its eps bound; everything else is exact
+        assert torch.equal(out.argmax, ref.argmax) and torch.equal(out.sample, ref.sample)
+        torch.testing.assert_close(out.entropy, ref.entropy, atol=1e-4, rtol=0)
+        err = (out.soft_embedding.float() - ref.soft_embedding.float()).norm(dim=1).max()
+        slack = 1e-4 if dtype == torch.float32 else 2**-6 * float(ref.soft_embedding.float().abs().max()) * 6
+        assert err <= 2 * soft_eps * float(weight.float().norm(dim=1).max()) * 1.7 + slack
+    hit = row_banned >= 0
+    assert not (out.argmax[hit] == row_banned[hit]).any() and not (out.sample[hit] == row_banned[hit]).any()
+    assert torch.equal(out.argmax[~hit], ref0.argmax[~hit])
+    assert torch.isfinite(out.entropy).all() and torch.isfinite(out.soft_embedding.float()).all()
+
+
+def test_row_banned_is_checked():
+    hidden, weight = _data(4, 300, 8, torch.float32)
+    with pytest.raises(ValueError, match="row_banned must have shape"):
+        diffusion_head(hidden, weight, row_banned=torch.tensor([1, 2]), **_kw())
+    with pytest.raises(ValueError, match="row_banned ids"):
+        diffusion_head(hidden, weight, row_banned=torch.tensor([1, 2, 300, -1]), **_kw())
+
+
 def test_chunked_saturated_softcap_ties_break_like_reference():
     hidden, weight = _data(8, 3000, 32, torch.float32, seed=11)
     hidden = hidden * 60  # |logits| ~ hundreds: tanh saturates, many z equal cap/T exactly
@@ -281,10 +314,16 @@ _TRITON_SCRIPT = textwrap.dedent(
         weight = torch.randn(c["v"], c["d"], generator=g).to(dtype)
         banned = torch.tensor(c["banned"]) if c["banned"] else None
         rows = torch.tensor(c["rows"]) if c.get("rows") else None
-        kw = dict(temperature=c["t"], softcap=c["cap"], embed_scale=1.7, seed=99, banned=banned, rows=rows)
+        row_banned = torch.tensor(c["row_banned"]) if c.get("row_banned") else None
+        if row_banned is not None:  # -2: ban that row's own winner
+            winners = reference_logits(hidden, weight, temperature=c["t"], softcap=c["cap"]).argmax(dim=1)
+            row_banned = torch.where(row_banned == -2, winners, row_banned)
+        kw = dict(temperature=c["t"], softcap=c["cap"], embed_scale=1.7, seed=99, banned=banned, rows=rows,
+                  row_banned=row_banned)
         ref = diffusion_head(hidden, weight, impl="reference", **kw)
         out = diffusion_head(hidden, weight, impl="triton", soft_eps=c["eps"], **kw)
-        z = reference_logits(hidden, weight, temperature=c["t"], softcap=c["cap"], banned=banned)
+        z = reference_logits(hidden, weight, temperature=c["t"], softcap=c["cap"], banned=banned,
+                             row_banned=row_banned)
         zmax = z.max(dim=1).values
         picked = z.gather(1, out.argmax[:, None])[:, 0]
         results.append(dict(
@@ -323,6 +362,10 @@ TRITON_CASES = [
     ),
     dict(n=6, v=400, d=20, dtype="float32", scale=2.0, cap=CAP, t=0.5, banned=[], eps=0.01, seed=5),
     dict(n=8, v=300, d=16, dtype="float32", scale=60.0, cap=CAP, t=0.5, banned=[], eps=0.0, seed=6),
+    dict(n=5, v=300, d=24, dtype="float32", scale=3.0, cap=CAP, t=0.7, banned=[4], eps=0.0, seed=7,
+         row_banned=[-1, -2, 299, -2, 151]),
+    dict(n=3, v=257, d=40, dtype="bfloat16", scale=3.0, cap=CAP, t=0.6, banned=[], eps=0.0, seed=8,
+         row_banned=[-2, -1, 5]),
 ]
 
 
