@@ -5,6 +5,12 @@ entropy-bound acceptance -> re-noise what was not accepted -> stop when the argm
 stable and the mean entropy is below the confidence threshold. Clamped canvas positions (the
 pinned suffix) get a one-hot logits override, so they are always accepted and never re-noised.
 
+One departure from `generate()`, on by default (`exclude_noise_tokens`): a slot that holds fresh
+uniform noise may not predict the very token it holds. The loop knows which slots it just
+re-noised; the model does not, and a small one copies its input there with low entropy, so the
+copy is accepted and random tokens end up in the infill. The true token equals the noise token
+with probability 1/V, so banning it changes nothing a well-trained model would say.
+
 Two heads produce the per-step numbers: "reference" (the model's own forward, full logits: it
 reproduces `generate()` token for token) and "fused" (decoder hidden states + the fused
 diffusion head from kernels/, which never materializes [canvas, vocab] logits).
@@ -32,6 +38,7 @@ class DenoiseSettings:
     t_max: float = 0.8
     stability: int = 1
     confidence: float = 0.005
+    exclude_noise_tokens: bool = True
 
     @classmethod
     def from_model(cls, model, steps: int | None = None) -> DenoiseSettings:
@@ -52,6 +59,7 @@ class DenoiseSettings:
             steps=int(steps or pick("max_denoising_steps")), entropy_bound=float(bound),
             t_min=float(pick("t_min")), t_max=float(pick("t_max")),
             stability=int(pick("stability_threshold")), confidence=float(pick("confidence_threshold")),
+            exclude_noise_tokens=bool(getattr(gen, "exclude_noise_tokens", True)),
         )
 
     def temperature(self, remaining: int) -> float:
@@ -115,13 +123,19 @@ class StableAndConfident:
 
 
 def reference_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned,
-                   generator) -> StepOutput:
-    """One decoder pass through the model's own forward (materializes float32 logits)."""
+                   generator, row_banned: torch.LongTensor | None = None) -> StepOutput:
+    """One decoder pass through the model's own forward (materializes float32 logits).
+
+    `row_banned` [B, C]: one more id per position to ban (-1: none).
+    """
     logits = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=self_cond,
                    decoder_position_ids=positions).logits
     processed = logits / temperature
     if banned is not None:
         processed[:, :, banned] = CLAMP_LOGIT_FLOOR
+    if row_banned is not None:
+        b, c = (row_banned >= 0).nonzero(as_tuple=True)
+        processed[b, c, row_banned[b, c]] = CLAMP_LOGIT_FLOOR
     if clamped.any():
         processed = clamp_logits(processed, template.expand_as(canvas), clamped)
     probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
@@ -154,7 +168,8 @@ def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Ten
 
 
 def fused_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned, generator,
-               impl: str = "auto", soft_eps: float = 0.0, decoder: Callable | None = None) -> StepOutput:
+               row_banned: torch.LongTensor | None = None, impl: str = "auto", soft_eps: float = 0.0,
+               decoder: Callable | None = None) -> StepOutput:
     """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept.
 
     Only free (span) rows go through the head; clamped rows are known: their token, entropy 0,
@@ -171,9 +186,10 @@ def fused_step(model, canvas, cache, positions, self_cond, temperature, template
     tokens = template.expand_as(canvas)
     fixed = clamped.expand_as(canvas).reshape(-1)
     free = (~fixed).nonzero().flatten()
+    row_ban = row_banned.reshape(-1)[free] if row_banned is not None else None
     out = diffusion_head(hidden.reshape(-1, dim)[free], weight, temperature=temperature,
                          softcap=model.final_logit_softcapping, embed_scale=scale, seed=seed,
-                         banned=banned, soft_eps=soft_eps, impl=impl, rows=free)
+                         banned=banned, soft_eps=soft_eps, impl=impl, rows=free, row_banned=row_ban)
     flat_tokens = tokens.reshape(-1)
     sample, argmax = flat_tokens.clone(), flat_tokens.clone()
     sample[free], argmax[free] = out.sample, out.argmax
@@ -198,8 +214,8 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
     """Denoise a canvas; `template` holds clamped tokens, `start` optionally seeds span positions.
 
     `template` and `clamped` are [C] or [B, C] (one layout per row, e.g. several span budgets);
-    span positions start as uniform noise (or `start`). Cancellation is checked before every
-    decoder pass.
+    span positions start as uniform noise (or `start`, which is not noise). Cancellation is
+    checked before every decoder pass.
     """
     device = template.device
     length = template.shape[-1]
@@ -207,6 +223,7 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
     clamped = clamped.expand(batch, length)
     noise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
     canvas = torch.where(clamped, template, noise if start is None else start.expand(batch, length))
+    noisy = ~clamped if start is None else torch.zeros_like(clamped)  # slots holding fresh noise
     banned_t = torch.tensor(banned, device=device) if banned else None
     span = (~clamped).float()
     any_clamped = bool(clamped.any())
@@ -219,14 +236,18 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
     for remaining in reversed(range(1, settings.steps + 1)):
         if cancel is not None and cancel.is_set():
             return DenoiseOutcome(argmax, confidence, span_entropy, steps, forwards, True)
+        row_banned = None
+        if settings.exclude_noise_tokens and bool(noisy.any()):
+            row_banned = torch.where(noisy, canvas, torch.full_like(canvas, -1))
         out = step_fn(model, canvas, cache, positions, self_cond, settings.temperature(remaining), template,
-                      clamped, banned_t, generator)
+                      clamped, banned_t, generator, row_banned=row_banned)
         steps += 1
         forwards += int((~finished).sum())
         accepted = accept_mask(out.entropy, settings.entropy_bound)
         kept = torch.where(accepted, out.sample, canvas)
         renoise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
         new_canvas = torch.where(~accepted, renoise, kept)
+        new_noisy = ~accepted & ~clamped
         new_argmax, step_cond = out.argmax, out.self_cond
         if any_clamped:
             step_entropy = (out.entropy * span).sum(-1) / span.sum(-1).clamp(min=1.0)
@@ -235,12 +256,13 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
         if finished.any():
             new_argmax = torch.where(finished[:, None], argmax, new_argmax)
             new_canvas = torch.where(finished[:, None], canvas, new_canvas)
+            new_noisy = torch.where(finished[:, None], noisy, new_noisy)
             rows = finished.view(-1, *([1] * (step_cond.dim() - 1)))
             step_cond = torch.where(rows, self_cond, step_cond)
             step_entropy = torch.where(finished, span_entropy, step_entropy)
             out.confidence = torch.where(finished[:, None], confidence, out.confidence)
         finished |= stop(new_argmax, step_entropy)
-        canvas, argmax, self_cond = new_canvas, new_argmax, step_cond
+        canvas, argmax, self_cond, noisy = new_canvas, new_argmax, step_cond, new_noisy
         confidence, span_entropy = out.confidence, step_entropy
         if on_step is not None:
             on_step(argmax)

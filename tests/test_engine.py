@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -27,7 +28,8 @@ def _generate_style_eos_padding(tokens: torch.Tensor, eos: int, pad: int) -> tor
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_loop_matches_transformers_generate(tiny_model_dir, seed):
-    """Nothing clamped, same random stream: our loop yields exactly generate()'s tokens."""
+    """Nothing clamped, same random stream, no noise-token exclusion: our loop yields exactly
+    generate()'s tokens."""
     model = load_model(str(tiny_model_dir)).model
     vocab, length = model.config.text_config.vocab_size, model.config.canvas_length
     prompt = torch.randint(4, vocab, (1, 30 + 7 * seed), generator=torch.Generator().manual_seed(seed))
@@ -35,11 +37,12 @@ def test_loop_matches_transformers_generate(tiny_model_dir, seed):
     torch.manual_seed(seed)
     expected = model.generate(prompt, max_new_tokens=length)
     torch.manual_seed(seed)
+    generate_settings = dataclasses.replace(DenoiseSettings.from_model(model), exclude_noise_tokens=False)
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
         model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
         out = denoise(model, cache, torch.arange(n, n + length)[None], torch.zeros(length, dtype=torch.long),
-                      torch.zeros(length, dtype=torch.bool), DenoiseSettings.from_model(model), reference_step, vocab)
+                      torch.zeros(length, dtype=torch.bool), generate_settings, reference_step, vocab)
     ours = _generate_style_eos_padding(out.canvas, eos=1, pad=0)
     assert torch.equal(ours, expected.sequences[:, n:])
     valid = int((ours != 0).sum())
@@ -221,6 +224,47 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
                           impl="chunked")
         clamped_free = ~clamped
         assert torch.equal(next_ref[0, clamped_free], ref2.argmax[0, clamped_free])
+        # banning each free slot's winner: both heads fall back to the same runner-up
+        row_banned = torch.where(clamped, torch.full_like(canvas, -1), ref.argmax)
+        ref3 = reference_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
+                              row_banned=row_banned)
+        fused3 = fused_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
+                            row_banned=row_banned, impl="chunked")
+        assert torch.equal(ref3.argmax, fused3.argmax)
+        assert not (ref3.argmax[0, :16] == ref.argmax[0, :16]).any()
+        assert torch.equal(ref3.argmax[0, 16:], ref.argmax[0, 16:])
+
+
+def test_noised_slots_may_not_predict_their_own_noise_token(tiny_model_dir):
+    """The loop bans, at every step, the token each freshly re-noised slot holds, and only there."""
+    model = load_model(str(tiny_model_dir)).model
+    vocab, length, n = model.config.text_config.vocab_size, 24, 12
+    prompt = torch.randint(4, vocab, (1, n), generator=torch.Generator().manual_seed(3))
+    template = torch.randint(4, vocab, (length,), generator=torch.Generator().manual_seed(4))
+    clamped = torch.zeros(length, dtype=torch.bool)
+    clamped[12:] = True
+    calls = []
+
+    def recording_step(*args, row_banned=None):
+        out = reference_step(*args, row_banned=row_banned)
+        calls.append((args[1].clone(), row_banned.clone(), out.sample.clone(), out.argmax.clone()))
+        return out
+
+    settings = dataclasses.replace(DenoiseSettings.from_model(model), steps=6, entropy_bound=0.5, confidence=1e-9)
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config.get_text_config())
+        model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
+        denoise(model, cache, torch.arange(n, n + length)[None], template, clamped, settings, recording_step, vocab,
+                generator=torch.Generator().manual_seed(0))
+    assert len(calls) > 2
+    canvas0, banned0, _, _ = calls[0]
+    assert torch.equal(banned0[0, :12], canvas0[0, :12]) and (banned0[0, 12:] == -1).all()
+    for (_, _, prev_sample, _), (canvas, banned, _, argmax) in zip(calls[:-1], calls[1:], strict=True):
+        kept = banned[0] == -1
+        assert kept[12:].all() and not kept[:12].all()
+        assert torch.equal(canvas[0, kept], prev_sample[0, kept])  # accepted last step: not noise
+        assert torch.equal(canvas[0, ~kept], banned[0, ~kept])  # re-noised: its own token is banned
+        assert not (argmax[0, ~kept] == banned[0, ~kept]).any()
 
 
 def test_prefix_cut_is_stable_under_small_edits(tiny_model_dir):

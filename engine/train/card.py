@@ -116,7 +116,8 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         f"- files: {size_mb:.1f} MB (fp32 safetensors + config + generation config + tokenizer)",
         f"- generation config: {gen.get('max_denoising_steps')} steps max, entropy bound "
         f"{gen.get('sampler_config', {}).get('entropy_bound')}, temperature {gen.get('t_max')}→{gen.get('t_min')}, "
-        f"stability {gen.get('stability_threshold')}, confidence {gen.get('confidence_threshold')}",
+        f"stability {gen.get('stability_threshold')}, confidence {gen.get('confidence_threshold')}; "
+        "the engine bans each freshly noised slot's own noise token (`exclude_noise_tokens`, on)",
         "",
         "## Data",
         "",
@@ -134,7 +135,9 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         + (f"; linear cooldown to 10% from step {args['cooldown_from']} over {args.get('cooldown_steps')} steps"
            if args.get("cooldown_from") else "")
         + "), betas (0.9, 0.98), "
-        f"weight decay {args.get('weight_decay')}, grad clip 1.0, batch {args.get('batch')}, seed {args.get('seed')}",
+        f"weight decay {args.get('weight_decay')}, grad clip 1.0, batch {args.get('batch')}, seed {args.get('seed')}"
+        + (f"; each canvas denoised in {args['views']} noised copies per encoder pass over its prompt, their "
+           "noise levels stratified" if args.get("views", 1) > 1 else ""),
         f"- {state['step']:,} steps, {state['tokens']:,} tokens (prompt + canvas), {hours:.2f} h of "
         f"wall-clock on 1-2 threads of a shared 2-core CPU "
         f"({platform.machine()}, no GPU), contended by other jobs",
