@@ -11,6 +11,13 @@ re-noised; the model does not, and a small one copies its input there with low e
 copy is accepted and random tokens end up in the infill. The true token equals the noise token
 with probability 1/V, so banning it changes nothing a well-trained model would say.
 
+And one for models with a filler token (`fill_threshold`): a slot may become `<fill>` (the span
+ends before it) only where the model gives `<fill>` at least that probability at temperature 1.
+The filler is the single likeliest token of many late slots while most of their mass is spread
+over real tokens; sharpening by temperature then made every such slot `<fill>` at once and cut
+infills to a token or two. Whether the span ends is decided at temperature 1, which token comes
+next at the sampling temperature.
+
 Two heads produce the per-step numbers: "reference" (the model's own forward, full logits: it
 reproduces `generate()` token for token) and "fused" (decoder hidden states + the fused
 diffusion head from kernels/, which never materializes [canvas, vocab] logits).
@@ -39,6 +46,7 @@ class DenoiseSettings:
     stability: int = 1
     confidence: float = 0.005
     exclude_noise_tokens: bool = True
+    fill_threshold: float = 0.5
 
     @classmethod
     def from_model(cls, model, steps: int | None = None) -> DenoiseSettings:
@@ -60,6 +68,7 @@ class DenoiseSettings:
             t_min=float(pick("t_min")), t_max=float(pick("t_max")),
             stability=int(pick("stability_threshold")), confidence=float(pick("confidence_threshold")),
             exclude_noise_tokens=bool(getattr(gen, "exclude_noise_tokens", True)),
+            fill_threshold=float(getattr(gen, "fill_threshold", 0.5)),
         )
 
     def temperature(self, remaining: int) -> float:
@@ -123,10 +132,12 @@ class StableAndConfident:
 
 
 def reference_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned,
-                   generator, row_banned: torch.LongTensor | None = None) -> StepOutput:
+                   generator, row_banned: torch.LongTensor | None = None,
+                   fill_rule: tuple[int, float] | None = None) -> StepOutput:
     """One decoder pass through the model's own forward (materializes float32 logits).
 
-    `row_banned` [B, C]: one more id per position to ban (-1: none).
+    `row_banned` [B, C] or [B, C, K]: more ids per position to ban (-1: none). `fill_rule`
+    (filler id, threshold): ban the filler where its temperature-1 probability is below it.
     """
     logits = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=self_cond,
                    decoder_position_ids=positions).logits
@@ -134,8 +145,14 @@ def reference_step(model, canvas, cache, positions, self_cond, temperature, temp
     if banned is not None:
         processed[:, :, banned] = CLAMP_LOGIT_FLOOR
     if row_banned is not None:
-        b, c = (row_banned >= 0).nonzero(as_tuple=True)
-        processed[b, c, row_banned[b, c]] = CLAMP_LOGIT_FLOOR
+        ids = row_banned.reshape(*canvas.shape, -1)
+        b, c, k = (ids >= 0).nonzero(as_tuple=True)
+        processed[b, c, ids[b, c, k]] = CLAMP_LOGIT_FLOOR
+    if fill_rule is not None:
+        fill, threshold = fill_rule
+        unlikely = torch.softmax(logits.float(), dim=-1)[..., fill] < threshold
+        processed[..., fill] = torch.where(unlikely, torch.full_like(processed[..., fill], CLAMP_LOGIT_FLOOR),
+                                           processed[..., fill])
     if clamped.any():
         processed = clamp_logits(processed, template.expand_as(canvas), clamped)
     probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
@@ -168,15 +185,15 @@ def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Ten
 
 
 def fused_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned, generator,
-               row_banned: torch.LongTensor | None = None, impl: str = "auto", soft_eps: float = 0.0,
-               decoder: Callable | None = None) -> StepOutput:
+               row_banned: torch.LongTensor | None = None, fill_rule: tuple[int, float] | None = None,
+               impl: str = "auto", soft_eps: float = 0.0, decoder: Callable | None = None) -> StepOutput:
     """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept.
 
     Only free (span) rows go through the head; clamped rows are known: their token, entropy 0,
     confidence 1, and the token's own embedding as self-conditioning. `decoder` replaces
     `decoder_hidden` (same signature), e.g. with the lean CPU forward of `fast_decoder`.
     """
-    from ..kernels.diffusion_head import diffusion_head
+    from ..kernels.diffusion_head import diffusion_head, token_probability
 
     hidden = (decoder or functools.partial(decoder_hidden, model))(canvas, cache, positions, self_cond)
     batch, length, dim = hidden.shape
@@ -186,8 +203,14 @@ def fused_step(model, canvas, cache, positions, self_cond, temperature, template
     tokens = template.expand_as(canvas)
     fixed = clamped.expand_as(canvas).reshape(-1)
     free = (~fixed).nonzero().flatten()
-    row_ban = row_banned.reshape(-1)[free] if row_banned is not None else None
-    out = diffusion_head(hidden.reshape(-1, dim)[free], weight, temperature=temperature,
+    rows = hidden.reshape(-1, dim)[free]
+    row_ban = row_banned.reshape(batch * length, -1)[free] if row_banned is not None else None
+    if fill_rule is not None:
+        fill, threshold = fill_rule
+        p_fill = token_probability(rows, weight, fill, softcap=model.final_logit_softcapping)
+        no_end = torch.where(p_fill < threshold, fill, -1)[:, None]
+        row_ban = no_end if row_ban is None else torch.cat([row_ban, no_end], dim=1)
+    out = diffusion_head(rows, weight, temperature=temperature,
                          softcap=model.final_logit_softcapping, embed_scale=scale, seed=seed,
                          banned=banned, soft_eps=soft_eps, impl=impl, rows=free, row_banned=row_ban)
     flat_tokens = tokens.reshape(-1)
@@ -208,14 +231,15 @@ StepFn = Callable[..., StepOutput]
 
 def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTensor, clamped: torch.BoolTensor,
             settings: DenoiseSettings, step_fn: StepFn, vocab_size: int, *, batch: int = 1,
-            start: torch.LongTensor | None = None, banned: list[int] | None = None,
+            start: torch.LongTensor | None = None, banned: list[int] | None = None, fill: int | None = None,
             generator: torch.Generator | None = None, cancel: threading.Event | None = None,
             on_step: Callable[[torch.LongTensor], None] | None = None) -> DenoiseOutcome:
     """Denoise a canvas; `template` holds clamped tokens, `start` optionally seeds span positions.
 
     `template` and `clamped` are [C] or [B, C] (one layout per row, e.g. several span budgets);
-    span positions start as uniform noise (or `start`, which is not noise). Cancellation is
-    checked before every decoder pass.
+    span positions start as uniform noise (or `start`, which is not noise). `fill` is the
+    model's filler id, for `settings.fill_threshold`. Cancellation is checked before every
+    decoder pass.
     """
     device = template.device
     length = template.shape[-1]
@@ -227,6 +251,7 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
     banned_t = torch.tensor(banned, device=device) if banned else None
     span = (~clamped).float()
     any_clamped = bool(clamped.any())
+    fill_rule = (fill, settings.fill_threshold) if fill is not None and settings.fill_threshold > 0 else None
     stop = StableAndConfident(settings.stability, settings.confidence)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     argmax, self_cond = canvas, None
@@ -240,7 +265,7 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
         if settings.exclude_noise_tokens and bool(noisy.any()):
             row_banned = torch.where(noisy, canvas, torch.full_like(canvas, -1))
         out = step_fn(model, canvas, cache, positions, self_cond, settings.temperature(remaining), template,
-                      clamped, banned_t, generator, row_banned=row_banned)
+                      clamped, banned_t, generator, row_banned=row_banned, fill_rule=fill_rule)
         steps += 1
         forwards += int((~finished).sum())
         accepted = accept_mask(out.entropy, settings.entropy_bound)

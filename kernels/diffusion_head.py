@@ -82,8 +82,9 @@ def diffusion_head(
     embedding (see module docstring); the reference path ignores it. ``rows`` [N] (int64) are
     the row ids the sampling noise is keyed on (default ``arange(N)``): give each request's rows
     ids of their own (e.g. ``request_key * canvas_len + position``) so its sample does not depend
-    on where it sits in a batch. ``row_banned`` [N] (int64) bans one more id per row (-1: none):
-    the denoiser uses it to keep a slot from copying the random token it was just noised to.
+    on where it sits in a batch. ``row_banned`` [N] or [N, K] (int64) bans more ids per row (-1:
+    none): the denoiser uses it to keep a slot from copying the random token it was just noised
+    to, and from ending the span where the model does not think it ends.
     """
     if rows is not None and rows.shape != (hidden.shape[0],):
         raise ValueError(f"rows must have shape [{hidden.shape[0]}] (got {tuple(rows.shape)})")
@@ -94,8 +95,9 @@ def diffusion_head(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")
     if row_banned is not None:
-        if row_banned.shape != (hidden.shape[0],):
-            raise ValueError(f"row_banned must have shape [{hidden.shape[0]}] (got {tuple(row_banned.shape)})")
+        if row_banned.dim() not in (1, 2) or row_banned.shape[0] != hidden.shape[0]:
+            raise ValueError(f"row_banned must have shape [{hidden.shape[0]}] or [{hidden.shape[0]}, K] "
+                             f"(got {tuple(row_banned.shape)})")
         if row_banned.numel() and (row_banned.min() < -1 or row_banned.max() >= weight.shape[0]):
             raise ValueError(f"row_banned ids must lie in [-1, {weight.shape[0]})")
     if not 0.0 <= soft_eps < 1.0:
@@ -113,6 +115,26 @@ def diffusion_head(
 
         return triton_head(hidden, weight, soft_eps=soft_eps, **common)
     raise ValueError(f"unknown impl {impl!r}: expected auto, reference, chunked or triton")
+
+
+def token_probability(hidden: torch.Tensor, weight: torch.Tensor, token: int, *, softcap: float | None,
+                      chunk: int = 8192) -> torch.Tensor:
+    """softmax(softcap(hidden @ weight.T))[:, token] at temperature 1, streaming over the vocabulary.
+
+    [N] float32. The denoiser asks it whether a slot's span has ended (the filler's probability)
+    before temperature sharpens the choice; it never holds more than [N, chunk] logits.
+    """
+    h = hidden.to(weight.dtype)
+    lse = torch.full((h.shape[0],), float("-inf"), device=h.device, dtype=torch.float32)
+    for c0 in range(0, weight.shape[0], chunk):
+        x = (h @ weight[c0 : c0 + chunk].T).to(torch.float32)
+        if softcap is not None:
+            x.div_(softcap).tanh_().mul_(softcap)
+        lse = torch.logaddexp(lse, torch.logsumexp(x, dim=1))
+    x_token = (h @ weight[token]).to(torch.float32)
+    if softcap is not None:
+        x_token = torch.tanh(x_token / softcap) * softcap
+    return torch.exp(x_token - lse)
 
 
 def _triton_available() -> bool:
@@ -152,9 +174,9 @@ def _chunk_logits(
             z[:, local] = float("-inf")
     if row_ban is not None:
         local = row_ban - c0
-        hit = ((local >= 0) & (local < w.shape[0])).nonzero().flatten()
-        if hit.numel():
-            z[hit, local[hit]] = float("-inf")
+        r, k = ((local >= 0) & (local < w.shape[0])).nonzero(as_tuple=True)
+        if r.numel():
+            z[r, local[r, k]] = float("-inf")
     return z
 
 
@@ -251,7 +273,7 @@ def chunked_head(
     f32 = torch.float32
     h = hidden.to(weight.dtype)
     ban = _sorted_banned(banned, vocab, dev)
-    row_ban = None if row_banned is None else row_banned.to(device=dev, dtype=torch.int64)
+    row_ban = None if row_banned is None else row_banned.to(device=dev, dtype=torch.int64).reshape(n, -1)
     if rows is None:
         rows = torch.arange(n, device=dev)
     keys = row_keys(seed, rows.to(device=dev, dtype=torch.int64))

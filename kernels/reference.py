@@ -25,7 +25,7 @@ def reference_logits(
 ) -> torch.Tensor:
     """``z = softcap(hidden @ weight.T) / temperature`` in float32, banned ids set to -inf.
 
-    ``row_banned`` [N]: one more id per row set to -inf (-1: none).
+    ``row_banned`` [N] or [N, K]: more ids per row set to -inf (-1: none).
     """
     logits = (hidden.to(weight.dtype) @ weight.T).to(torch.float32)
     if softcap is not None:
@@ -34,9 +34,9 @@ def reference_logits(
     if banned is not None and banned.numel() > 0:
         z[:, banned.to(z.device)] = float("-inf")
     if row_banned is not None:
-        ids = row_banned.to(device=z.device, dtype=torch.int64)
-        hit = (ids >= 0).nonzero().flatten()
-        z[hit, ids[hit]] = float("-inf")
+        ids = row_banned.to(device=z.device, dtype=torch.int64).reshape(z.shape[0], -1)
+        r, k = (ids >= 0).nonzero(as_tuple=True)
+        z[r, ids[r, k]] = float("-inf")
     return z
 
 

@@ -3,7 +3,7 @@
 Grid ``(row blocks, vocab splits)``: each program owns ``BLOCK_N`` rows and one contiguous slice
 of the vocabulary, which it walks in ``BLOCK_V`` tiles. Per tile it computes the logits with a
 K-loop of ``tl.dot`` (D need not be a power of two: loads are masked), soft-caps, applies the
-temperature and the banned masks (global ids and one id per row), updates the online-softmax statistics, the argmax, the Gumbel
+temperature and the banned masks (global ids and a few ids per row), updates the online-softmax statistics, the argmax, the Gumbel
 argmax (noise hashed in uint32 exactly as :mod:`.noise` does in int64) and the soft-embedding
 accumulator. The accumulator (``[BLOCK_N, D]``) is too large for registers at D = 2304, so it
 lives in a float32 scratch ``[splits, N, D]`` that the program read-modify-writes in
@@ -65,7 +65,7 @@ def _head_kernel(
     stride_w,
     HAS_CAP: tl.constexpr,
     HAS_BAN: tl.constexpr,
-    HAS_ROW_BAN: tl.constexpr,
+    ROW_BANS: tl.constexpr,
     ROUND_BF16: tl.constexpr,
     SOFT_SKIP: tl.constexpr,
     IEEE: tl.constexpr,
@@ -81,8 +81,6 @@ def _head_kernel(
     rmask = rows < N
     rid = tl.load(rid_ptr + rows, mask=rmask, other=0)
     rkey = _fmix32(rid.to(tl.uint32) ^ key.to(tl.uint32))
-    if HAS_ROW_BAN:
-        rban = tl.load(rban_ptr + rows, mask=rmask, other=-1)
     v_lo = pid_s * span
     v_hi = tl.minimum(v_lo + span, V)
 
@@ -138,7 +136,8 @@ def _head_kernel(
         if HAS_BAN:
             bn = tl.load(ban_ptr + cols, mask=cmask, other=0)
             valid = valid & (bn == 0)[None, :]
-        if HAS_ROW_BAN:
+        for j in tl.static_range(ROW_BANS):
+            rban = tl.load(rban_ptr + rows * ROW_BANS + j, mask=rmask, other=-1)
             valid = valid & (cols[None, :] != rban[:, None])
         z = tl.where(valid, z, neg_inf)
 
@@ -271,7 +270,7 @@ def triton_head(
     skip_thr = math.log(vocab / soft_eps) if soft_eps > 0 else 0.0
     grid = (triton.cdiv(n, block_n), splits)
     rid = torch.arange(n, device=dev) if rows is None else rows.to(device=dev, dtype=torch.int64).contiguous()
-    rban = rid if row_banned is None else row_banned.to(device=dev, dtype=torch.int64).contiguous()
+    rban = rid if row_banned is None else row_banned.to(device=dev, dtype=torch.int64).reshape(n, -1).contiguous()
     _head_kernel[grid](
         h,
         rid,
@@ -293,7 +292,7 @@ def triton_head(
         w.stride(0),
         HAS_CAP=softcap is not None,
         HAS_BAN=has_ban,
-        HAS_ROW_BAN=row_banned is not None,
+        ROW_BANS=0 if row_banned is None else rban.shape[1],
         ROUND_BF16=weight.dtype == torch.bfloat16,
         SOFT_SKIP=soft_eps > 0,
         IEEE=weight.dtype == torch.float32,

@@ -233,6 +233,20 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
         assert torch.equal(ref3.argmax, fused3.argmax)
         assert not (ref3.argmax[0, :16] == ref.argmax[0, :16]).any()
         assert torch.equal(ref3.argmax[0, 16:], ref.argmax[0, 16:])
+        # the filler rule: a slot may end the span only where the filler has >= 1/2 at temperature 1
+        p = torch.softmax(model(decoder_input_ids=canvas, past_key_values=cache,
+                                decoder_position_ids=positions).logits.float(), -1)
+        fill = int(ref.argmax[0, 0])  # a token that wins somewhere
+        threshold = float(p[0, :16, fill].median())  # so some slots pass and some do not
+        ref4 = reference_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
+                              row_banned=row_banned, fill_rule=(fill, threshold))
+        fused4 = fused_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
+                            row_banned=row_banned, fill_rule=(fill, threshold), impl="chunked")
+        assert torch.equal(ref4.argmax, fused4.argmax)
+        torch.testing.assert_close(fused4.entropy, ref4.entropy, atol=1e-4, rtol=1e-4)
+        low = p[0, :16, fill] < threshold
+        assert low.any() and (~low).any()
+        assert not (ref4.argmax[0, :16][low] == fill).any()
 
 
 def test_noised_slots_may_not_predict_their_own_noise_token(tiny_model_dir):
@@ -245,8 +259,8 @@ def test_noised_slots_may_not_predict_their_own_noise_token(tiny_model_dir):
     clamped[12:] = True
     calls = []
 
-    def recording_step(*args, row_banned=None):
-        out = reference_step(*args, row_banned=row_banned)
+    def recording_step(*args, row_banned=None, fill_rule=None):
+        out = reference_step(*args, row_banned=row_banned, fill_rule=fill_rule)
         calls.append((args[1].clone(), row_banned.clone(), out.sample.clone(), out.argmax.clone()))
         return out
 

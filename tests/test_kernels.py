@@ -192,6 +192,33 @@ def test_row_banned_matches_reference(dtype, soft_eps):
     assert torch.isfinite(out.entropy).all() and torch.isfinite(out.soft_embedding.float()).all()
 
 
+def test_several_row_bans_per_row_match_reference():
+    hidden, weight = _data(6, 900, 20, torch.float32, scale=6.0, seed=12)
+    first = diffusion_head(hidden, weight, impl="reference", **_kw()).argmax
+    second = diffusion_head(hidden, weight, impl="reference", row_banned=first, **_kw()).argmax
+    row_banned = torch.stack([first, second], dim=1)
+    row_banned[0, 1] = -1
+    ref = diffusion_head(hidden, weight, impl="reference", row_banned=row_banned, **_kw())
+    out = diffusion_head(hidden, weight, impl="chunked", chunk=128, row_banned=row_banned, **_kw())
+    _assert_close(out, ref, torch.float32)
+    assert out.argmax[0] == second[0]  # only its winner banned: the runner-up
+    assert not (out.argmax[1:, None] == row_banned[1:]).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap,chunk", [(CAP, 256), (None, 100), (CAP, 8192)])
+def test_token_probability_matches_softmax(dtype, softcap, chunk):
+    from dgls.kernels.diffusion_head import token_probability
+
+    hidden, weight = _data(7, 1000, 24, dtype, scale=4.0, seed=13)
+    z = reference_logits(hidden, weight, temperature=1.0, softcap=softcap)
+    for token in (0, 517, 999):
+        expected = torch.softmax(z, dim=-1)[:, token]
+        got = token_probability(hidden, weight, token, softcap=softcap, chunk=chunk)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
+
+
 def test_row_banned_is_checked():
     hidden, weight = _data(4, 300, 8, torch.float32)
     with pytest.raises(ValueError, match="row_banned must have shape"):
@@ -317,6 +344,7 @@ _TRITON_SCRIPT = textwrap.dedent(
         row_banned = torch.tensor(c["row_banned"]) if c.get("row_banned") else None
         if row_banned is not None:  # -2: ban that row's own winner
             winners = reference_logits(hidden, weight, temperature=c["t"], softcap=c["cap"]).argmax(dim=1)
+            winners = winners if row_banned.dim() == 1 else winners[:, None]
             row_banned = torch.where(row_banned == -2, winners, row_banned)
         kw = dict(temperature=c["t"], softcap=c["cap"], embed_scale=1.7, seed=99, banned=banned, rows=rows,
                   row_banned=row_banned)
@@ -366,6 +394,8 @@ TRITON_CASES = [
          row_banned=[-1, -2, 299, -2, 151]),
     dict(n=3, v=257, d=40, dtype="bfloat16", scale=3.0, cap=CAP, t=0.6, banned=[], eps=0.0, seed=8,
          row_banned=[-2, -1, 5]),
+    dict(n=4, v=300, d=24, dtype="float32", scale=3.0, cap=CAP, t=0.7, banned=[], eps=0.0, seed=9,
+         row_banned=[[-2, 7], [-1, -1], [3, -2], [-2, 299]]),
 ]
 
 
