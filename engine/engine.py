@@ -243,8 +243,10 @@ class Engine:
         try:
             outcome = denoise(self.model, cache, positions, template, clamped, settings, self._step_fn(),
                               self.vocab_size, batch=len(layouts), start=seeded,
-                              banned=self.special.banned_in_span(), fill=self.special.fill, generator=generator,
-                              cancel=cancel,
+                              banned=self.special.banned_in_span(),
+                              # in a repair the filler pads slack slots, it does not end the span
+                              fill=self.special.fill if req.remask is None else None,
+                              generator=generator, cancel=cancel,
                               on_step=on_step if req.on_draft else None)
         finally:
             if self._fast_decoder is not None:
