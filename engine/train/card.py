@@ -13,10 +13,10 @@ from pathlib import Path
 
 LIMITS = """\
 - Trained for CPU-hours, not GPU-days: it has learned which tokens are common near the cursor
-  (`self`, `assertEqual`, indentation, `#`), not how to combine them; its infills are mostly
-  not valid code, exact matches are rare, and a copy of the line above is as similar to the
-  answer as its infill. Do not expect infilled functions to pass their tests. The language
-  server drops infills that would break the parse.
+  (`self`, `assertEqual`, indentation, `#`), and only a little of how to combine them; its
+  infills are mostly not valid code, exact matches are rare, and its raw infills are only a few
+  points more similar to the answer than a copy of the line above. Do not expect infilled
+  functions to pass their tests. The language server drops infills that would break the parse.
 - Python only; other languages are out of distribution.
 - Context: at most 255 prefix tokens (about 20-40 lines) before the cursor and, on the CPU,
   the first 16 tokens of the suffix (on a GPU: 64 - budget); anything farther is invisible.
