@@ -102,17 +102,24 @@ def test_noise_never_touches_clamped():
     assert torch.equal(noisy[clamped], targets[clamped]) and (t > 0).all() and (t <= 1).all()
 
 
-def test_right_padded_batch_equals_single_examples(tok):
+def _tiny_model_and_examples(tok, count: int, seed: int):
+    """A tiny random DiffusionGemma (seed 0) and `count` training examples drawn from CODE."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
     torch.manual_seed(0)
-    model = DiffusionGemmaForBlockDiffusion(make_config("tiny", vocab_size=260, prefix_tokens=64)).eval()
-    rng = random.Random(3)
+    model = DiffusionGemmaForBlockDiffusion(make_config("tiny", vocab_size=260, prefix_tokens=64))
+    rng = random.Random(seed)
     examples = []
-    while len(examples) < 4:
+    while len(examples) < count:
         ex = obj.sample_example(tok, CODE, rng, SPECIAL, 64, 64)
         if ex is not None:
             examples.append(ex)
+    return model, examples
+
+
+def test_right_padded_batch_equals_single_examples(tok):
+    model, examples = _tiny_model_and_examples(tok, 4, seed=3)
+    model.eval()
     examples[0].encoder = examples[0].encoder[:3]
     batch = obj.collate(examples, SPECIAL)
     assert len({len(e.encoder) for e in examples}) > 1
@@ -290,16 +297,7 @@ def test_package_sources_are_only_the_listed_licensed_packages():
 def test_views_share_one_encoder_pass_and_spread_noise_levels(tok):
     """`--views`: the encoder runs once per example; its repeated cache gives the decoder exactly
     what encoding every copy would; each example's copies get stratified noise levels."""
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    torch.manual_seed(0)
-    model = DiffusionGemmaForBlockDiffusion(make_config("tiny", vocab_size=260, prefix_tokens=64))
-    rng = random.Random(5)
-    examples = []
-    while len(examples) < 3:
-        ex = obj.sample_example(tok, CODE, rng, SPECIAL, 64, 64)
-        if ex is not None:
-            examples.append(ex)
+    model, examples = _tiny_model_and_examples(tok, 3, seed=5)
     batch = obj.collate(examples, SPECIAL)
     views = 3
     with torch.no_grad():
