@@ -117,7 +117,8 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         f"- generation config: {gen.get('max_denoising_steps')} steps max, entropy bound "
         f"{gen.get('sampler_config', {}).get('entropy_bound')}, temperature {gen.get('t_max')}→{gen.get('t_min')}, "
         f"stability {gen.get('stability_threshold')}, confidence {gen.get('confidence_threshold')}; "
-        "the engine bans each freshly noised slot's own noise token (`exclude_noise_tokens`, on)",
+        "the engine bans each freshly noised slot's own noise token (`exclude_noise_tokens`, on) and lets a "
+        "slot end the span only where `<fill>` has at least 1/2 at temperature 1 (`fill_threshold` 0.5)",
         "",
         "## Data",
         "",
