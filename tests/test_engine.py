@@ -249,6 +249,23 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
         assert not (ref4.argmax[0, :16][low] == fill).any()
 
 
+def test_engine_applies_the_filler_rule_except_in_repairs(tiny_model_dir):
+    """The tiny model declares a filler: infills get its end-of-span rule, repairs do not."""
+    eng = Engine(str(tiny_model_dir), head="reference")
+    rules = []
+
+    def recording_step(*args, row_banned=None, fill_rule=None):
+        rules.append(fill_rule)
+        return reference_step(*args, row_banned=row_banned, fill_rule=fill_rule)
+
+    eng._step_fn = lambda: recording_step
+    eng.infill(InfillRequest(prefix="x = ", suffix="\n", steps=2, seed=0))
+    assert rules and set(rules) == {(eng.special.fill, 0.5)}
+    rules.clear()
+    eng.infill(InfillRequest(prefix="x = ", suffix="\n", span="1 + 2", remask=[(2, 3)], steps=2, seed=0))
+    assert rules and set(rules) == {None}
+
+
 def test_noised_slots_may_not_predict_their_own_noise_token(tiny_model_dir):
     """The loop bans, at every step, the token each freshly re-noised slot holds, and only there."""
     model = load_model(str(tiny_model_dir)).model

@@ -313,6 +313,11 @@ def test_views_share_one_encoder_pass_and_spread_noise_levels(tok):
     strata = torch.ceil(t * views).long()  # level (k-1)/views < t <= k/views falls in stratum k
     assert all(sorted(row.tolist()) == [1, 2, 3] for row in strata)
 
+    with pytest.raises(ValueError, match="views must be"):
+        obj.sample_noise_levels(7, torch.Generator(), views=3)
+    with pytest.raises(ValueError, match="views must be"):
+        obj.span_loss(model, batch, torch.Generator(), False, 260, views=0)
+
     calls = []
     hook = model.model.encoder.register_forward_hook(lambda m, a, kw, out: calls.append(kw["input_ids"].shape[0]),
                                                      with_kwargs=True)

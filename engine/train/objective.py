@@ -304,6 +304,8 @@ def sample_noise_levels(batch_size: int, generator: torch.Generator, full_noise_
     With `views` > 1 the rows come in groups of `views` copies of one example, and each group's
     levels are stratified ((u + i) / views), so one example is seen both lightly and heavily noised.
     """
+    if views < 1 or batch_size % views:
+        raise ValueError(f"views must be >= 1 and divide the batch of {batch_size} rows (got {views})")
     if views > 1:
         groups = batch_size // views
         u = torch.rand(groups, 1, generator=generator)

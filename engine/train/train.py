@@ -201,7 +201,7 @@ class Trainer:
         self.last_lr = lr
         for group in self.opt.param_groups:
             group["lr"] = lr
-        views = max(1, getattr(self.args, "views", 1))
+        views = getattr(self.args, "views", 1)
         loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
                                getattr(self.args, "full_noise_prob", 0.0), views)
         self.opt.zero_grad(set_to_none=True)
