@@ -12,6 +12,14 @@ Layout A (pinned suffix), the one dgls uses:
 A model that declares ``fill_token_id`` in its config learns to write the middle into the first
 slots and fill the rest of the budget with the filler token, so one canvas handles an unknown
 span length; the text is cut at the first filler.
+
+Token shift (models converted from an autoregressive Gemma declare ``token_shift: true``): the
+prompt's last token leaves the encoder and opens the decoder's input, so output i predicts canvas
+slot i from the token before it, as the pretrained model always did:
+
+    encoder:        [bos] prefix[:-1]
+    decoder input:  prefix[-1]  slot0  slot1 ...  (the canvas shifted right by one)
+    decoder output: slot0       slot1  slot2 ...  (the canvas itself)
 """
 
 from __future__ import annotations
@@ -69,6 +77,26 @@ class CanvasLayout:
 def encoder_ids(prefix_ids: list[int], special: SpecialTokens) -> list[int]:
     """The prompt the encoder sees: bos (when the model has one) then the prefix tokens."""
     return ([special.bos] if special.bos is not None else []) + list(prefix_ids)
+
+
+def token_shift(config) -> bool:
+    """Whether the model reads its canvas shifted right by one (see the module docstring)."""
+    return bool(getattr(config, "token_shift", False))
+
+
+def split_anchor(prompt: list[int]) -> tuple[list[int], int]:
+    """Token shift: (encoder prompt, anchor). The anchor is the prompt's last token; a prompt of
+    one token (bos alone) stays in the encoder as well, since the encoder needs a token."""
+    return (prompt[:-1] or prompt[:1]), prompt[-1]
+
+
+def shift_in(canvas: torch.LongTensor, anchor: torch.LongTensor) -> torch.LongTensor:
+    """The decoder's input under the token shift: [anchor, c0, ..., c(C-2)] per row.
+
+    `canvas` [B, C]; `anchor` [B] or a scalar tensor.
+    """
+    first = anchor.reshape(-1, 1).expand(canvas.shape[0], 1).to(canvas.dtype)
+    return torch.cat([first, canvas[:, :-1]], dim=1)
 
 
 def build_canvas(

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .canvas import CLAMP_LOGIT_FLOOR, clamp_logits
+from .canvas import CLAMP_LOGIT_FLOOR, clamp_logits, shift_in
 
 
 @dataclass(frozen=True)
@@ -233,12 +233,14 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
             settings: DenoiseSettings, step_fn: StepFn, vocab_size: int, *, batch: int = 1,
             start: torch.LongTensor | None = None, banned: list[int] | None = None, fill: int | None = None,
             generator: torch.Generator | None = None, cancel: threading.Event | None = None,
-            on_step: Callable[[torch.LongTensor], None] | None = None) -> DenoiseOutcome:
+            on_step: Callable[[torch.LongTensor], None] | None = None,
+            anchor: torch.LongTensor | None = None) -> DenoiseOutcome:
     """Denoise a canvas; `template` holds clamped tokens, `start` optionally seeds span positions.
 
     `template` and `clamped` are [C] or [B, C] (one layout per row, e.g. several span budgets);
     span positions start as uniform noise (or `start`, which is not noise). `fill` is the
-    model's filler id, for `settings.fill_threshold`. Cancellation is checked before every
+    model's filler id, for `settings.fill_threshold`. `anchor` (a token-shift model, see
+    canvas.py) is the token the decoder reads before slot 0. Cancellation is checked before every
     decoder pass.
     """
     device = template.device
@@ -264,7 +266,8 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
         row_banned = None
         if settings.exclude_noise_tokens and bool(noisy.any()):
             row_banned = torch.where(noisy, canvas, torch.full_like(canvas, -1))
-        out = step_fn(model, canvas, cache, positions, self_cond, settings.temperature(remaining), template,
+        read = canvas if anchor is None else shift_in(canvas, anchor)
+        out = step_fn(model, read, cache, positions, self_cond, settings.temperature(remaining), template,
                       clamped, banned_t, generator, row_banned=row_banned, fill_rule=fill_rule)
         steps += 1
         forwards += int((~finished).sum())

@@ -10,7 +10,15 @@ import time
 import torch
 from transformers import DynamicCache
 
-from .canvas import CanvasLayout, SpecialTokens, build_canvas, encoder_ids, span_tokens
+from .canvas import (
+    CanvasLayout,
+    SpecialTokens,
+    build_canvas,
+    encoder_ids,
+    span_tokens,
+    split_anchor,
+    token_shift,
+)
 from .denoise import DenoiseSettings, denoise, fused_step, reference_step
 from .fast_decoder import FastDecoder, unsupported_reason
 from .loading import load_model
@@ -60,6 +68,7 @@ class Engine:
         self.config = self.model.config
         self.text_config = self.config.get_text_config()
         self.special = SpecialTokens.from_config(self.config)
+        self.token_shift = token_shift(self.config)
         self.vocab_size = int(self.text_config.vocab_size)
         self.canvas_length = int(self.config.canvas_length or 256)
         context = int(self.text_config.max_position_embeddings) - self.canvas_length
@@ -85,7 +94,7 @@ class Engine:
         params = sum(p.numel() for p in self.model.parameters())
         return {"model": self.name, "path": str(self.path), "device": self.device, "dtype": self.dtype,
                 "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
-                "filler_token": self.special.fill is not None, "head": self._head_name(),
+                "filler_token": self.special.fill is not None, "token_shift": self.token_shift, "head": self._head_name(),
                 "max_prefix_tokens": self.max_prefix_tokens, "max_span_tokens": self.max_span_tokens,
                 "suffix_window": self.suffix_window,
                 "soft_eps": self.soft_eps, "decoder": "lean" if self._fast_decoder is not None else "transformers"}
@@ -210,6 +219,10 @@ class Engine:
         start = time.perf_counter()
         prefix_ids, stats.prefix_cut_lines = self._fit_prefix(req.prefix)
         prompt = encoder_ids(prefix_ids, self.special) or [self.special.pad]
+        anchor = None
+        if self.token_shift:
+            prompt, anchor_id = split_anchor(prompt)
+            anchor = torch.tensor(anchor_id, device=self.device)
         span_ids = self._encode(req.span) if req.span else []
         budget = self._budget(req, span_ids)
         suffix_ids = self._suffix_ids(req.suffix, self.canvas_length - 1)
@@ -247,7 +260,7 @@ class Engine:
                               # in a repair the filler pads slack slots, it does not end the span
                               fill=self.special.fill if req.remask is None else None,
                               generator=generator, cancel=cancel,
-                              on_step=on_step if req.on_draft else None)
+                              on_step=on_step if req.on_draft else None, anchor=anchor)
         finally:
             if self._fast_decoder is not None:
                 self._fast_decoder.release()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..canvas import SpecialTokens, build_canvas, clamp_logits, encoder_ids
+from ..canvas import SpecialTokens, build_canvas, clamp_logits, encoder_ids, shift_in, split_anchor
 from .tokenizer import encode
 
 SPAN_KINDS = ("rest_of_line", "lines", "random", "block_body", "eof_continuation")
@@ -46,6 +46,7 @@ class Example:
     span_slots: int
     middle_tokens: int
     kind: str
+    anchor: int | None = None  # token-shift models: the prompt's last token, read before slot 0
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Batch:
     clamped: torch.BoolTensor  # [B, C]
     decoder_positions: torch.LongTensor  # [B, C]: canvas positions continue after each prompt
     decoder_attention_mask: torch.BoolTensor  # [B, L + C]: False on encoder padding
+    anchors: torch.LongTensor | None = None  # [B], token-shift models only
 
     @property
     def span(self) -> torch.BoolTensor:
@@ -195,7 +197,7 @@ def pick_budget(middle_len: int, rng: random.Random, canvas_length: int) -> int:
 
 
 def make_example(tok, span: Span, special: SpecialTokens, rng: random.Random, canvas_length: int,
-                 prefix_tokens: int) -> Example | None:
+                 prefix_tokens: int, shift: bool = False) -> Example | None:
     """Tokenize a span and lay out its canvas; None when the middle cannot fit any budget."""
     max_budget = max(b for b in BUDGET_BUCKETS if b < canvas_length)
     middle = encode(tok, span.middle)
@@ -213,19 +215,22 @@ def make_example(tok, span: Span, special: SpecialTokens, rng: random.Random, ca
     budget = pick_budget(len(middle), rng, canvas_length)
     room_prefix = prefix_tokens - (1 if special.bos is not None else 0)
     prompt = encoder_ids(fit_prefix(tok, span.prefix, room_prefix), special) or [special.pad]
+    anchor = None
+    if shift:
+        prompt, anchor = split_anchor(prompt)
     suffix = suffix_ids(tok, span.suffix, canvas_length - budget)
     layout = build_canvas(budget, suffix, canvas_length, special, middle_ids=middle, pad_to_length=True)
-    return Example(prompt, layout.ids, layout.clamped, budget, len(middle), span.kind)
+    return Example(prompt, layout.ids, layout.clamped, budget, len(middle), span.kind, anchor)
 
 
 def sample_example(tok, text: str, rng: random.Random, special: SpecialTokens, canvas_length: int,
-                   prefix_tokens: int, tries: int = 8) -> Example | None:
+                   prefix_tokens: int, tries: int = 8, shift: bool = False) -> Example | None:
     """Draw spans from one file until one fits."""
     for _ in range(tries):
         span = sample_span(text, rng)
         if span is None:
             continue
-        ex = make_example(tok, span, special, rng, canvas_length, prefix_tokens)
+        ex = make_example(tok, span, special, rng, canvas_length, prefix_tokens, shift)
         if ex is not None:
             return ex
     return None
@@ -245,7 +250,10 @@ def collate(examples: list[Example], special: SpecialTokens) -> Batch:
     positions = lengths[:, None] + torch.arange(canvas)[None, :]
     enc_mask = torch.arange(width)[None, :] < lengths[:, None]
     dec_mask = torch.cat([enc_mask, torch.ones(len(examples), canvas, dtype=torch.bool)], dim=1)
-    return Batch(ids, lengths, targets, clamped, positions, dec_mask)
+    anchors = None
+    if examples[0].anchor is not None:
+        anchors = torch.tensor([e.anchor for e in examples], dtype=torch.long)
+    return Batch(ids, lengths, targets, clamped, positions, dec_mask, anchors)
 
 
 # ----- noise and loss ---------------------------------------------------------------------------
@@ -277,6 +285,8 @@ def decoder_hidden(model, cache, batch: Batch, canvas: torch.LongTensor,
                    self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
     """One decoder pass over the canvases, reading (never writing) the prompt cache: [B, C, H]."""
     mask = None if bool(batch.decoder_attention_mask.all()) else batch.decoder_attention_mask
+    if batch.anchors is not None:
+        canvas = shift_in(canvas, batch.anchors)
     out = model.model(decoder_input_ids=canvas, past_key_values=cache,
                       self_conditioning_logits=self_conditioning_logits,
                       decoder_position_ids=batch.decoder_positions, decoder_attention_mask=mask)
@@ -324,17 +334,21 @@ def repeat_views(batch: Batch, views: int) -> Batch:
         return x.repeat_interleave(views, dim=0)
 
     return Batch(rep(batch.input_ids), rep(batch.encoder_lengths), rep(batch.targets), rep(batch.clamped),
-                 rep(batch.decoder_positions), rep(batch.decoder_attention_mask))
+                 rep(batch.decoder_positions), rep(batch.decoder_attention_mask),
+                 rep(batch.anchors) if batch.anchors is not None else None)
 
 
 def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: bool,
-              vocab_size: int, full_noise_prob: float = 0.0, views: int = 1) -> tuple[torch.Tensor, dict]:
+              vocab_size: int, full_noise_prob: float = 0.0, views: int = 1,
+              encoder_grad: bool = True) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass.
 
     `views` > 1 denoises that many independently noised copies of each canvas against one encoder
     pass over its prompt: the prompt (most of the tokens) is paid for once per `views` losses.
+    Without `encoder_grad` the prompt's cache is read only (no backward through the prompt).
     """
-    cache = encode_prompts(model, batch)
+    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+        cache = encode_prompts(model, batch)
     if views > 1:
         cache.batch_repeat_interleave(views)
         batch = repeat_views(batch, views)
