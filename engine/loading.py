@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class LoadedModel:
 
 
 def resolve_model_dir(model: str | os.PathLike | None) -> Path:
-    """Turn a path, a hub id already in the local cache, or None (embedded default) into a directory."""
+    """Turn a path, a hub id already in the local cache, "gemma3" (the warm-started model, converted
+    on first use) or None (embedded default) into a directory."""
     if model is None or str(model) in ("", "default"):
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise ModelLoadError(
@@ -42,6 +44,10 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
                 "or pass --model PATH to a DiffusionGemma checkpoint directory"
             )
         return DEFAULT_MODEL_DIR
+    if str(model) == "gemma3":
+        from .adapters import shipped_model_dir
+
+        return shipped_model_dir(log=lambda msg: print(f"dgls: {msg}", file=sys.stderr, flush=True))
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():

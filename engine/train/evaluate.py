@@ -242,6 +242,9 @@ def make_server_method(engine):
 NOISE_LEVELS = (0.25, 0.5, 1.0)
 
 
+LOSS_PREFIX_TOKENS = 256
+
+
 def heldout_loss(model_dir: str | None, files, n: int, seed: int) -> dict[str, float]:
     """Mean span cross-entropy (nats/token) on held-out training-style canvases at fixed noise
     levels, without self-conditioning: a learning signal independent of the sampler."""
@@ -249,25 +252,27 @@ def heldout_loss(model_dir: str | None, files, n: int, seed: int) -> dict[str, f
     import torch.nn.functional as F
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from ..canvas import SpecialTokens
+    from ..canvas import SpecialTokens, token_shift
+    from ..loading import resolve_model_dir
     from . import objective as obj
     from .tokenizer import load
-    from .train import DEFAULT_EXPORT
 
-    path = model_dir or DEFAULT_EXPORT
+    path = str(resolve_model_dir(model_dir))
     model = DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=torch.float32).eval()
     if hasattr(model, "set_experts_implementation"):
         model.set_experts_implementation("eager")
     tok = load(path)
     special = SpecialTokens.from_config(model.config)
     canvas = int(model.config.canvas_length)
-    prefix = int(model.config.get_text_config().max_position_embeddings) - canvas
+    # the embedded model's whole context; larger models are measured on the same prompt length
+    prefix = min(LOSS_PREFIX_TOKENS, int(model.config.get_text_config().max_position_embeddings) - canvas)
     vocab = int(model.config.get_text_config().vocab_size)
+    shift = token_shift(model.config)
     rng = random.Random(f"{seed}:loss")
     texts = [f.text for f in files]
     examples = []
     while len(examples) < n:
-        ex = obj.sample_example(tok, rng.choice(texts), rng, special, canvas, prefix)
+        ex = obj.sample_example(tok, rng.choice(texts), rng, special, canvas, prefix, shift=shift)
         if ex is not None:
             examples.append(ex)
     out = {}

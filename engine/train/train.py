@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exported weights to start from when the run has no checkpoint")
     parser.add_argument("--export", metavar="DIR", default=None,
                         help="write the shippable checkpoint from the latest checkpoint to DIR and exit")
+    parser.add_argument("--base", default="none", choices=("none", "gemma3"),
+                        help="gemma3: adapt the converted Gemma 3 270M with adapters (see adapt.py)")
+    parser.add_argument("--rank", type=int, default=16, help="adapter rank (--base gemma3)")
 
 
 # ----- state ------------------------------------------------------------------------------------
@@ -180,12 +183,15 @@ class Trainer:
             self._weights = list(_cumulative(len(t) for t in self._texts))
         return self._texts, self._weights
 
-    def next_batch(self):
+    shift = False  # token-shift models (adapt.py) lay the prompt's last token into the canvas
+
+    def next_batch(self, canvas_length: int | None = None):
         texts, cum = self._files()
         examples = []
         while len(examples) < self.args.batch:
             text = self.rng.choices(texts, cum_weights=cum)[0]
-            ex = sample_example(self.tok, text, self.rng, self.special, self.canvas_length, self.prefix_tokens)
+            ex = sample_example(self.tok, text, self.rng, self.special, canvas_length or self.canvas_length,
+                                self.prefix_tokens, shift=self.shift)
             if ex is not None:
                 examples.append(ex)
         return collate(examples, self.special)
@@ -315,12 +321,23 @@ def _inherit_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train until --steps/--minutes or a signal; checkpoint every --checkpoint-minutes."""
     torch.set_num_threads(max(1, args.threads))
+    adapt = getattr(args, "base", "none") == "gemma3"
     if args.export:
-        dest = export(args.out, args.export)
+        if adapt:
+            from .adapt import export_delta
+
+            dest = export_delta(args.out, args.export)
+        else:
+            dest = export(args.out, args.export)
         print(f"exported {Path(args.out) / CHECKPOINT} -> {dest}")
         return 0
     _inherit_args(args)
-    trainer = Trainer(args, log=lambda msg: print(msg, flush=True))
+    if adapt:
+        from .adapt import AdaptTrainer
+
+        trainer = AdaptTrainer(args, log=lambda msg: print(msg, flush=True))
+    else:
+        trainer = Trainer(args, log=lambda msg: print(msg, flush=True))
     trainer._files()  # read the corpus before the clock starts
     model = trainer.model
     n_text = model_mod.vision_free_parameters(model)

@@ -1,0 +1,151 @@
+"""`dgls train --base gemma3`: teach the converted Gemma 3 to denoise, on the engine's own canvas.
+
+The pretrained model already writes code left to right; what it must learn is to do so on a
+canvas of noise with the code after the span pinned in it. Choices, each to protect the prior
+and to fit two CPU cores:
+
+- token shift (canvas.py): output i predicts slot i from the token before it, as Gemma did;
+- rank-r adapters on every projection plus the new self-conditioning block trained in full; the
+  embedding, norms and the folded constants stay frozen, so what ships is a few MB (adapters.py);
+- no gradient through the encoder's prompt (its cache is read, as at serving time), several
+  noised views per prompt, and short canvases (span budget + 16 suffix tokens, as the engine
+  lays them out on a CPU) most of the time.
+
+Resumable like `dgls train`: one checkpoint (adapters, trained parameters, optimizer, RNGs) in
+the run directory; `--export DIR` writes the shippable delta.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from ..adapters import Adapters, weight_factors
+from ..canvas import SpecialTokens
+from .objective import span_loss
+from .train import CHECKPOINT, Trainer, _atomic_save
+
+SHORT_CANVAS, LONG_CANVAS, LONG_SHARE = 32, 64, 0.25
+DELTA_FILE, META_FILE = "delta.safetensors", "adapter.json"
+GENERATION = dict(max_denoising_steps=16, t_min=0.1, t_max=0.3, fill_threshold=0.5)
+
+
+def load_base(log=print):
+    """The converted base (converting it first if needed), its convert.json, and its tokenizer."""
+    from tokenizers import Tokenizer
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from .. import convert
+
+    base = convert.convert(log=log)
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(base), dtype=torch.float32)
+    info = json.loads((base / "convert.json").read_text())
+    return model, info, Tokenizer.from_file(str(base / "tokenizer.json"))
+
+
+class AdaptTrainer(Trainer):
+    """Trainer's loop and data, over the converted Gemma with adapters."""
+
+    def __init__(self, args, corpus=None, log=print):
+        self.args, self.log, self._corpus = args, log, corpus
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model, info, self.tok = load_base(log)
+        self.model.config.token_shift = True
+        self.shift = True
+        layers = len(info["v_scales"])
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.adapters = Adapters(self.model, rank=args.rank, alpha=2.0 * args.rank,
+                                 factors=weight_factors(info, layers), layers=layers, seed=args.seed).attach()
+        self.full = {n: p for n, p in self.model.model.decoder.named_parameters() if n.startswith("self_conditioning.")}
+        for p in self.full.values():
+            p.requires_grad_(True)
+        trainable = list(self.adapters.parameters()) + list(self.full.values())
+        if args.experts and hasattr(self.model, "set_experts_implementation"):
+            self.model.set_experts_implementation(args.experts)
+        self.model.train()
+        text = self.model.config.get_text_config()
+        self.vocab_size = int(text.vocab_size)
+        self.prefix_tokens = args.prefix_tokens
+        self.canvas_length = LONG_CANVAS
+        self.special = SpecialTokens.from_config(self.model.config)
+        self.opt = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
+        self.rng = random.Random(args.seed)
+        self.gen = torch.Generator().manual_seed(args.seed)
+        self.step_no, self.tokens, self.elapsed = 0, 0, 0.0
+        self.rewarm, self.last_lr = None, 0.0
+        ckpt = self.out / CHECKPOINT
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=False)
+            self.adapters.load_state_dict(state["adapters"])
+            with torch.no_grad():
+                for n, p in self.full.items():
+                    p.copy_(state["full"][n])
+            self.opt.load_state_dict(state["optimizer"])
+            self.step_no, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed_s"]
+            self.rng.setstate(state["py_rng"])
+            self.gen.set_state(state["torch_rng"])
+            log(f"resumed from {ckpt} at step {self.step_no}")
+
+    def parameters_trained(self) -> int:
+        return sum(p.numel() for p in self.adapters.parameters()) + sum(p.numel() for p in self.full.values())
+
+    def step(self) -> dict:
+        canvas = LONG_CANVAS if self.rng.random() < LONG_SHARE else SHORT_CANVAS
+        batch = self.next_batch(canvas)
+        self_cond = self.rng.random() < self.args.self_cond_prob
+        lr = self._schedule(self.step_no)
+        self.last_lr = lr
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        views = self.args.views
+        loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
+                               self.args.full_noise_prob, views, encoder_grad=False)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        self.step_no += 1
+        tokens = int(batch.encoder_lengths.sum()) + batch.targets.numel() * views
+        self.tokens += tokens
+        return {"loss": float(loss.detach()), "lr": lr, "gnorm": float(gnorm), "tokens": tokens,
+                "self_cond": self_cond, **info}
+
+    def state_dict(self) -> dict:
+        return {"lr": self.last_lr, "adapters": self.adapters.state_dict(),
+                "full": {n: p.detach().clone() for n, p in self.full.items()},
+                "optimizer": self.opt.state_dict(), "step": self.step_no, "tokens": self.tokens,
+                "elapsed_s": self.elapsed, "py_rng": self.rng.getstate(), "torch_rng": self.gen.get_state(),
+                "args": vars(self.args)}
+
+    def save(self) -> None:
+        _atomic_save(self.state_dict(), self.out / CHECKPOINT)
+
+
+def export_delta(run_dir: str | Path, dest: str | Path) -> Path:
+    """Write delta.safetensors + adapter.json (rank, config and generation settings) to `dest`."""
+    from safetensors.torch import save_file
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    model, info, _ = load_base()
+    layers = len(info["v_scales"])
+    rank = int(state["args"]["rank"])
+    adapters = Adapters(model, rank=rank, alpha=2.0 * rank, factors=weight_factors(info, layers), layers=layers)
+    adapters.load_state_dict(state["adapters"])
+    with torch.no_grad():
+        params = dict(model.model.decoder.named_parameters())
+        for n, value in state["full"].items():
+            params[n].copy_(value)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(adapters.delta_state(model), str(dest / DELTA_FILE))
+    meta = {"rank": rank, "alpha": 2.0 * rank, "step": state["step"], "tokens": state["tokens"],
+            "elapsed_s": round(state["elapsed_s"], 1), "config": {"token_shift": True},
+            "generation": GENERATION, "args": state["args"]}
+    (dest / META_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    return dest
