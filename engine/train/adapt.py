@@ -30,17 +30,17 @@ from .train import CHECKPOINT, Trainer, _atomic_save
 
 SHORT_CANVAS, LONG_CANVAS, LONG_SHARE = 32, 64, 0.25
 DELTA_FILE, META_FILE = "delta.safetensors", "adapter.json"
-GENERATION = dict(max_denoising_steps=16, t_min=0.1, t_max=0.3, fill_threshold=0.5)
+GENERATION = dict(max_denoising_steps=16, t_min=0.1, t_max=0.3)  # fields generation_config.json accepts
 
 
-def load_base(log=print):
+def load_base(log=print, base: str | Path | None = None):
     """The converted base (converting it first if needed), its convert.json, and its tokenizer."""
     from tokenizers import Tokenizer
     from transformers import DiffusionGemmaForBlockDiffusion
 
     from .. import convert
 
-    base = convert.convert(log=log)
+    base = Path(base) if base else convert.convert(log=log)
     model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(base), dtype=torch.float32)
     info = json.loads((base / "convert.json").read_text())
     return model, info, Tokenizer.from_file(str(base / "tokenizer.json"))
@@ -53,14 +53,18 @@ class AdaptTrainer(Trainer):
         self.args, self.log, self._corpus = args, log, corpus
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.model, info, self.tok = load_base(log)
+        self.model, info, self.tok = load_base(log, getattr(args, "base_dir", None))
+        # the same command on a GPU: weights in float32 there too, the forward under bf16 autocast
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(self.device)
         self.model.config.token_shift = True
         self.shift = True
         layers = len(info["v_scales"])
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.adapters = Adapters(self.model, rank=args.rank, alpha=2.0 * args.rank,
-                                 factors=weight_factors(info, layers), layers=layers, seed=args.seed).attach()
+                                 factors=weight_factors(info, layers), layers=layers,
+                                 seed=args.seed).to(self.device).attach()
         self.full = {n: p for n, p in self.model.model.decoder.named_parameters() if n.startswith("self_conditioning.")}
         for p in self.full.values():
             p.requires_grad_(True)
@@ -80,7 +84,7 @@ class AdaptTrainer(Trainer):
         self.rewarm, self.last_lr = None, 0.0
         ckpt = self.out / CHECKPOINT
         if ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
+            state = torch.load(ckpt, weights_only=False, map_location=self.device)
             self.adapters.load_state_dict(state["adapters"])
             with torch.no_grad():
                 for n, p in self.full.items():
@@ -88,7 +92,7 @@ class AdaptTrainer(Trainer):
             self.opt.load_state_dict(state["optimizer"])
             self.step_no, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed_s"]
             self.rng.setstate(state["py_rng"])
-            self.gen.set_state(state["torch_rng"])
+            self.gen.set_state(state["torch_rng"].cpu())
             log(f"resumed from {ckpt} at step {self.step_no}")
 
     def parameters_trained(self) -> int:
@@ -96,15 +100,16 @@ class AdaptTrainer(Trainer):
 
     def step(self) -> dict:
         canvas = LONG_CANVAS if self.rng.random() < LONG_SHARE else SHORT_CANVAS
-        batch = self.next_batch(canvas)
+        batch = self.next_batch(canvas).to(self.device)
         self_cond = self.rng.random() < self.args.self_cond_prob
         lr = self._schedule(self.step_no)
         self.last_lr = lr
         for group in self.opt.param_groups:
             group["lr"] = lr
         views = self.args.views
-        loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
-                               self.args.full_noise_prob, views, encoder_grad=False)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
+                                   self.args.full_noise_prob, views, encoder_grad=False)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.opt.param_groups for p in g["params"]]
@@ -132,8 +137,8 @@ def export_delta(run_dir: str | Path, dest: str | Path) -> Path:
     from safetensors.torch import save_file
 
     run_dir, dest = Path(run_dir), Path(dest)
-    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
-    model, info, _ = load_base()
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False, map_location="cpu")
+    model, info, _ = load_base(base=state["args"].get("base_dir"))
     layers = len(info["v_scales"])
     rank = int(state["args"]["rank"])
     adapters = Adapters(model, rank=rank, alpha=2.0 * rank, factors=weight_factors(info, layers), layers=layers)

@@ -65,6 +65,10 @@ class Batch:
     def span(self) -> torch.BoolTensor:
         return ~self.clamped
 
+    def to(self, device) -> Batch:
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return Batch(**moved)
+
 
 # ----- spans ------------------------------------------------------------------------------------
 
@@ -265,8 +269,9 @@ def add_noise(targets: torch.LongTensor, clamped: torch.BoolTensor, vocab_size: 
     b, c = targets.shape
     if t is None:
         t = 1.0 - torch.rand(b, generator=generator)  # (0, 1]
-    hit = (torch.rand(b, c, generator=generator) < t[:, None]) & ~clamped
-    noise = torch.randint(0, vocab_size, (b, c), generator=generator)
+    # drawn on the generator's device (the CPU), then moved: the same noise on any device
+    hit = (torch.rand(b, c, generator=generator) < t.cpu()[:, None]).to(targets.device) & ~clamped
+    noise = torch.randint(0, vocab_size, (b, c), generator=generator).to(targets.device)
     return torch.where(hit, noise, targets), t
 
 
@@ -276,7 +281,7 @@ def encode_prompts(model, batch: Batch):
 
     cache = DynamicCache(config=model.config.get_text_config())
     b, width = batch.input_ids.shape
-    positions = torch.arange(width)[None, :].expand(b, width)
+    positions = torch.arange(width, device=batch.input_ids.device)[None, :].expand(b, width)
     model.model.encoder(input_ids=batch.input_ids, past_key_values=cache, position_ids=positions, use_cache=True)
     return cache
 
@@ -362,7 +367,7 @@ def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: b
         with torch.no_grad():
             # The head runs on span slots only: clamp_logits overrides every other position anyway.
             first = decoder_hidden(model, cache, batch, noisy)
-            sc = torch.zeros(*span.shape, vocab_size)
+            sc = torch.zeros(*span.shape, vocab_size, device=span.device)
             sc[span] = lm_logits(model, first[span]) / temp
             sc = clamp_logits(sc, batch.targets, batch.clamped)
     hidden = decoder_hidden(model, cache, batch, noisy, sc)
