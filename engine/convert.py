@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -120,7 +121,7 @@ def rope_placement(theta: float, head_dim: int = 256, new_dim: int = HEAD_DIM) -
     free = set(range(new_dim // 2))
     out = []
     for f in old:  # fastest first: they matter most over short distances
-        best = min(free, key=lambda i: (abs(torch.tensor(new[i] / f).log().item()), i))
+        best = min(free, key=lambda i: (abs(math.log(new[i] / f)), i))
         free.remove(best)
         out.append(best)
     return out
@@ -128,9 +129,8 @@ def rope_placement(theta: float, head_dim: int = 256, new_dim: int = HEAD_DIM) -
 
 def dim_map(placement: list[int], new_dim: int = HEAD_DIM) -> torch.LongTensor:
     """Per-dimension map for rotate-half layouts: pair j = dims (j, j + d/2)."""
-    half = len(placement)
     p = torch.tensor(placement)
-    return torch.cat([p, p + new_dim // 2]) if half else p
+    return torch.cat([p, p + new_dim // 2])
 
 
 # ----- weights ------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def map_weights(gemma, model, ids: list[int], scales: tuple[list[float], list[fl
     gcfg = gemma.config
     heads, hd = gcfg.num_attention_heads, gcfg.head_dim
     scale_q = gcfg.query_pre_attn_scalar ** -0.5
-    pad_norm = (HEAD_DIM / hd) ** 0.5  # zero padding halves the mean square: undo in the weight
+    pad_norm = (HEAD_DIM / hd) ** 0.5  # zero padding divides the mean square by HEAD_DIM/hd: undo it
     index = torch.tensor(ids)
     v_scale, mlp_scale = scales
     with torch.no_grad():

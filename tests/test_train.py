@@ -102,6 +102,20 @@ def test_noise_never_touches_clamped():
     assert torch.equal(noisy[clamped], targets[clamped]) and (t > 0).all() and (t <= 1).all()
 
 
+def test_ordered_noise_keeps_a_clean_head_and_noises_the_tail():
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randint(4, 200, (3, 12))
+    clamped = torch.zeros(3, 12, dtype=torch.bool)
+    clamped[:, 8:] = True  # 8 span slots, then the suffix
+    t = torch.tensor([0.25, 1.0, 0.5])
+    ordered = torch.tensor([True, True, False])
+    noisy, _ = obj.add_noise(targets, clamped, 100_000, gen, t=t, ordered=ordered)
+    changed = noisy != targets  # a 100k vocabulary: a noised slot keeps its token with p 1e-5
+    assert changed[0].tolist() == [False] * 6 + [True] * 2 + [False] * 4
+    assert changed[1].tolist() == [True] * 8 + [False] * 4
+    assert not changed[2, 8:].any() and 0 < int(changed[2, :8].sum()) < 8
+
+
 def _tiny_model_and_examples(tok, count: int, seed: int):
     """A tiny random DiffusionGemma (seed 0) and `count` training examples drawn from CODE."""
     from transformers import DiffusionGemmaForBlockDiffusion

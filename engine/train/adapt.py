@@ -109,7 +109,8 @@ class AdaptTrainer(Trainer):
         views = self.args.views
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
             loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
-                                   self.args.full_noise_prob, views, encoder_grad=False)
+                                   self.args.full_noise_prob, views, encoder_grad=False,
+                                   ordered_prob=getattr(self.args, "ordered_noise_prob", 0.0))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.opt.param_groups for p in g["params"]]

@@ -304,21 +304,18 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     corpus = eval_corpus(args.corpus)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     engine = None
-    count = None
     if not args.no_model:
         from dgls.engine import Engine
 
         t0 = time.perf_counter()
         engine = Engine(model=args.model, device=None, dtype=None)
         log(f"model {engine.name} loaded in {time.perf_counter() - t0:.1f}s")
-        count = engine.count_tokens
-    if count is None:
-        from .tokenizer import encode, load
-        from .train import DEFAULT_EXPORT
+    from .tokenizer import encode, load
+    from .train import DEFAULT_EXPORT
 
-        tok = load(args.model or DEFAULT_EXPORT)
-        count = lambda text: len(encode(tok, text))  # noqa: E731
-    items = build_sets(corpus.held_out, n, args.seed, count, sets)
+    # the sets are cut with the embedded model's tokenizer whatever model runs: same seed, same items
+    tok = load(DEFAULT_EXPORT)
+    items = build_sets(corpus.held_out, n, args.seed, lambda text: len(encode(tok, text)), sets)
     checker = SyntaxChecker()
     methods = {"empty": baseline_empty, "line-above": baseline_line_above,
                "frequent-line": make_baseline_frequent(frequent_lines(corpus.train))}

@@ -263,14 +263,26 @@ def collate(examples: list[Example], special: SpecialTokens) -> Batch:
 # ----- noise and loss ---------------------------------------------------------------------------
 
 def add_noise(targets: torch.LongTensor, clamped: torch.BoolTensor, vocab_size: int,
-              generator: torch.Generator, t: torch.Tensor | None = None) -> tuple[torch.LongTensor, torch.Tensor]:
+              generator: torch.Generator, t: torch.Tensor | None = None,
+              ordered: torch.BoolTensor | None = None) -> tuple[torch.LongTensor, torch.Tensor]:
     """Uniform-state noise: each span slot becomes a uniform random id with probability t ~ U(0,1]
-    (one t per example); clamped positions are never touched."""
+    (one t per example); clamped positions are never touched.
+
+    Rows marked `ordered` are noised left to right instead: the last round(t * slots) span slots
+    are noise and the ones before them clean, the state a canvas is in when it is decoded
+    mostly from the left (what a model adapted from an autoregressive one does).
+    """
     b, c = targets.shape
     if t is None:
         t = 1.0 - torch.rand(b, generator=generator)  # (0, 1]
     # drawn on the generator's device (the CPU), then moved: the same noise on any device
-    hit = (torch.rand(b, c, generator=generator) < t.cpu()[:, None]).to(targets.device) & ~clamped
+    hit = torch.rand(b, c, generator=generator) < t.cpu()[:, None]
+    if ordered is not None:
+        span = ~clamped.cpu()
+        slot = torch.cumsum(span.long(), dim=1) - 1  # index among span slots
+        clean = torch.round((1.0 - t.cpu()) * span.sum(1)).long()
+        hit = torch.where(ordered.cpu()[:, None], slot >= clean[:, None], hit)
+    hit = hit.to(targets.device) & ~clamped
     noise = torch.randint(0, vocab_size, (b, c), generator=generator).to(targets.device)
     return torch.where(hit, noise, targets), t
 
@@ -345,12 +357,13 @@ def repeat_views(batch: Batch, views: int) -> Batch:
 
 def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: bool,
               vocab_size: int, full_noise_prob: float = 0.0, views: int = 1,
-              encoder_grad: bool = True) -> tuple[torch.Tensor, dict]:
+              encoder_grad: bool = True, ordered_prob: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on span slots of noised canvases, optionally with a self-conditioning pass.
 
     `views` > 1 denoises that many independently noised copies of each canvas against one encoder
     pass over its prompt: the prompt (most of the tokens) is paid for once per `views` losses.
     Without `encoder_grad` the prompt's cache is read only (no backward through the prompt).
+    `ordered_prob`: the share of rows noised left to right (see `add_noise`).
     """
     with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
         cache = encode_prompts(model, batch)
@@ -358,7 +371,10 @@ def span_loss(model, batch: Batch, generator: torch.Generator, self_condition: b
         cache.batch_repeat_interleave(views)
         batch = repeat_views(batch, views)
     t = sample_noise_levels(batch.targets.shape[0], generator, full_noise_prob, views)
-    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator, t=t)
+    ordered = None
+    if ordered_prob > 0:
+        ordered = torch.rand(batch.targets.shape[0], generator=generator) < ordered_prob
+    noisy, t = add_noise(batch.targets, batch.clamped, vocab_size, generator, t=t, ordered=ordered)
     span = batch.span
     sc = None
     if self_condition:

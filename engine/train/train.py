@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default="none", choices=("none", "gemma3"),
                         help="gemma3: adapt the converted Gemma 3 270M with adapters (see adapt.py)")
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (--base gemma3)")
+    parser.add_argument("--ordered-noise-prob", type=float, default=0.0,
+                        help="share of canvases noised left to right (clean head, noised tail; --base gemma3)")
     parser.add_argument("--base-dir", default=None, help=argparse.SUPPRESS)  # tests: a converted checkpoint
 
 
