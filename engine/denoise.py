@@ -47,6 +47,7 @@ class DenoiseSettings:
     confidence: float = 0.005
     exclude_noise_tokens: bool = True
     fill_threshold: float = 0.5
+    left_to_right: bool = False  # accept_in_order instead of accept_mask (config `left_to_right`)
 
     @classmethod
     def from_model(cls, model, steps: int | None = None) -> DenoiseSettings:
@@ -69,6 +70,7 @@ class DenoiseSettings:
             stability=int(pick("stability_threshold")), confidence=float(pick("confidence_threshold")),
             exclude_noise_tokens=bool(getattr(gen, "exclude_noise_tokens", True)),
             fill_threshold=float(getattr(gen, "fill_threshold", 0.5)),
+            left_to_right=bool(getattr(model.config, "left_to_right", False)),
         )
 
     def temperature(self, remaining: int) -> float:
@@ -104,6 +106,16 @@ def accept_mask(entropy: torch.Tensor, bound: float) -> torch.BoolTensor:
     sorted_entropy, order = torch.sort(entropy, dim=-1, descending=False)
     selected = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= bound
     return torch.scatter(torch.zeros_like(selected), -1, order, selected)
+
+
+def accept_in_order(entropy: torch.Tensor, bound: float) -> torch.BoolTensor:
+    """Entropy-bound acceptance in canvas order: slots from the left while cumsum(entropy) - own
+    <= bound, so the leftmost slot is always taken and a slot only with every slot before it.
+
+    For models adapted from autoregressive ones, which predict a slot well from clean slots on
+    its left and poorly from noise (clamped slots have entropy 0 and never stop the run).
+    """
+    return torch.cumsum(entropy, dim=-1) - entropy <= bound
 
 
 def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -271,7 +283,7 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
                       clamped, banned_t, generator, row_banned=row_banned, fill_rule=fill_rule)
         steps += 1
         forwards += int((~finished).sum())
-        accepted = accept_mask(out.entropy, settings.entropy_bound)
+        accepted = (accept_in_order if settings.left_to_right else accept_mask)(out.entropy, settings.entropy_bound)
         kept = torch.where(accepted, out.sample, canvas)
         renoise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
         new_canvas = torch.where(~accepted, renoise, kept)

@@ -88,3 +88,30 @@ def test_training_examples_and_loss_use_the_same_shift(shift_model_dir):
     loss.backward()
     assert torch.isfinite(loss) and info["span_tokens"] > 0
     assert model.model.decoder.layers[0].mlp.up_proj.weight.grad is not None
+
+
+def test_left_to_right_acceptance_takes_slots_in_canvas_order():
+    from dgls.engine.denoise import accept_in_order, accept_mask
+
+    entropy = torch.tensor([[0.3, 0.0, 0.1, 2.0, 0.0, 0.3]])
+    assert accept_in_order(entropy, 0.5).tolist() == [[True, True, True, True, False, False]]
+    assert accept_mask(entropy, 0.5).tolist() == [[True, True, True, False, True, True]]
+    assert accept_in_order(torch.tensor([[5.0, 0.0]]), 0.1).tolist() == [[True, False]]  # never stuck
+
+
+def test_the_model_config_turns_left_to_right_decoding_on(shift_model_dir, tmp_path):
+    import shutil
+
+    from dgls.engine import Engine, InfillRequest
+    from dgls.engine.denoise import DenoiseSettings
+
+    for path in shift_model_dir.iterdir():
+        shutil.copy2(path, tmp_path / path.name)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["left_to_right"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    engine = Engine(str(tmp_path), device="cpu")
+    assert DenoiseSettings.from_model(engine.model).left_to_right is True
+    assert DenoiseSettings.from_model(Engine(str(shift_model_dir), device="cpu").model).left_to_right is False
+    res = engine.infill(InfillRequest(prefix="x = ", suffix="\n", single_line=True))
+    assert res.status == "ok" and res.stats.steps >= 1
