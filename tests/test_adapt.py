@@ -19,14 +19,14 @@ def _corpus() -> Corpus:
     return Corpus(train=files, held_out=[])
 
 
-def _args(out, base, steps):
+def _args(out, base, steps, init_from_delta=""):
     from dgls.engine.train.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return parser.parse_args(["--out", str(out), "--base", "gemma3", "--base-dir", str(base), "--batch", "2",
                               "--views", "2", "--rank", "2", "--steps", str(steps), "--prefix-tokens", "48",
-                              "--lr", "1e-3", "--warmup", "1"])
+                              "--lr", "1e-3", "--warmup", "1", "--init-from-delta", str(init_from_delta)])
 
 
 def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
@@ -57,6 +57,12 @@ def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
     meta = json.loads((shipped / "adapter.json").read_text())
     assert meta["config"]["token_shift"] is True and meta["step"] == 2
     assert (shipped / "delta.safetensors").stat().st_size < 1_000_000
+    # a new session without the checkpoint continues from the shipped delta
+    again = AdaptTrainer(_args(tmp_path / "run2", base, 3, shipped), corpus=_corpus(), log=lambda m: None)
+    assert again.step_no == 2
+    for k, v in trainer.adapters.b.items():
+        assert torch.allclose(again.adapters.b[k], v, atol=1e-2, rtol=1e-2)  # stored as bfloat16
+
     merged = build_adapted(base, shipped / "delta.safetensors", meta, log=lambda m: None)
     engine = Engine(str(merged), device="cpu")
     assert engine.info()["token_shift"] is True

@@ -94,6 +94,21 @@ class AdaptTrainer(Trainer):
             self.rng.setstate(state["py_rng"])
             self.gen.set_state(state["torch_rng"].cpu())
             log(f"resumed from {ckpt} at step {self.step_no}")
+        elif getattr(args, "init_from_delta", None) and (Path(args.init_from_delta) / DELTA_FILE).is_file():
+            self._start_from_delta(Path(args.init_from_delta))
+
+    def _start_from_delta(self, shipped: Path) -> None:
+        """No checkpoint (e.g. a new session): continue from the shipped delta, fresh optimizer."""
+        from safetensors.torch import load_file
+
+        meta = json.loads((shipped / META_FILE).read_text())
+        if int(meta["rank"]) != self.args.rank:
+            raise ValueError(f"the shipped delta has rank {meta['rank']}; pass --rank {meta['rank']}")
+        self.adapters.load_delta(self.model, load_file(str(shipped / DELTA_FILE)))
+        self.step_no, self.tokens, self.elapsed = meta["step"], meta["tokens"], meta["elapsed_s"]
+        self.rng = random.Random(self.args.seed * 1_000_003 + self.step_no)  # new data order after a restart
+        self.gen.manual_seed(self.args.seed * 1_000_003 + self.step_no)
+        self.log(f"no checkpoint: starting from the shipped delta {shipped} (step {self.step_no}), fresh optimizer")
 
     def parameters_trained(self) -> int:
         return sum(p.numel() for p in self.adapters.parameters()) + sum(p.numel() for p in self.full.values())
@@ -151,7 +166,7 @@ def export_delta(run_dir: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     save_file(adapters.delta_state(model), str(dest / DELTA_FILE))
     meta = {"rank": rank, "alpha": 2.0 * rank, "step": state["step"], "tokens": state["tokens"],
-            "elapsed_s": round(state["elapsed_s"], 1), "config": {"token_shift": True},
+            "elapsed_s": round(state["elapsed_s"], 1), "config": {"token_shift": True, "left_to_right": True},
             "generation": GENERATION, "args": state["args"]}
     (dest / META_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return dest

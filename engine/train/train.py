@@ -29,6 +29,7 @@ from .objective import collate, sample_example, span_loss
 
 DEFAULT_OUT = "runs/embedded"
 DEFAULT_EXPORT = str(Path(__file__).resolve().parent.parent / "weights" / "default")
+DEFAULT_DELTA = str(Path(__file__).resolve().parent.parent / "weights" / "gemma3")
 CHECKPOINT = "checkpoint.pt"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -67,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (--base gemma3)")
     parser.add_argument("--ordered-noise-prob", type=float, default=0.0,
                         help="share of canvases noised left to right (clean head, noised tail; --base gemma3)")
+    parser.add_argument("--init-from-delta", default=DEFAULT_DELTA,
+                        help="--base gemma3 without a checkpoint: continue from this shipped delta directory")
     parser.add_argument("--base-dir", default=None, help=argparse.SUPPRESS)  # tests: a converted checkpoint
 
 
@@ -296,7 +299,8 @@ def _trim_loss_log(path: Path, step: int) -> None:
 
 
 # Per-invocation options; everything else defaults to what the checkpoint was trained with.
-NOT_INHERITED = {"out", "export", "steps", "minutes", "threads", "init_from", "checkpoint_minutes", "log_every",
+NOT_INHERITED = {"out", "export", "steps", "minutes", "threads", "init_from", "init_from_delta",
+                 "checkpoint_minutes", "log_every",
                  "cooldown_from", "cooldown_steps"}
 
 
