@@ -117,11 +117,16 @@ class Adapters(torch.nn.Module):
                 raise ValueError(f"unknown entry {key!r} in the adapter delta")
 
 
-def adapted_dir(base: Path, delta: Path) -> Path:
-    """The merged checkpoint's directory, named by the delta's hash (a new delta: a new merge)."""
+def adapted_dir(base: Path, delta: Path, meta: dict) -> Path:
+    """The merged checkpoint's directory, named by the hash of the base's manifest, the delta and
+    its settings (a new conversion, delta or setting: a new merge)."""
+    import hashlib
+
     from .convert import sha256_file
 
-    return base.parent / f"{base.name}-dgls-{sha256_file(delta)[:12]}"
+    manifest = (base / "convert.json").read_text() if (base / "convert.json").is_file() else ""
+    key = manifest + sha256_file(delta) + json.dumps(meta, sort_keys=True, default=str)
+    return base.parent / f"{base.name}-dgls-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def build_adapted(base: Path, delta: Path, meta: dict, log=print) -> Path:
@@ -131,7 +136,7 @@ def build_adapted(base: Path, delta: Path, meta: dict, log=print) -> Path:
 
     from .convert import NOTICE_FILES
 
-    out = adapted_dir(base, delta)
+    out = adapted_dir(base, delta, meta)
     if (out / "model.safetensors").is_file() and (out / "adapted.json").is_file():
         return out
     log(f"applying the trained delta {delta.name} to {base.name}")
@@ -145,7 +150,14 @@ def build_adapted(base: Path, delta: Path, meta: dict, log=print) -> Path:
     for key, value in meta.get("config", {}).items():
         setattr(model.config, key, value)
     for key, value in meta.get("generation", {}).items():
-        setattr(model.generation_config, key, value)
+        if key == "entropy_bound":
+            from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
+                EntropyBoundSamplerConfig,
+            )
+
+            model.generation_config.sampler_config = EntropyBoundSamplerConfig(entropy_bound=value)
+        else:
+            setattr(model.generation_config, key, value)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
@@ -155,6 +167,9 @@ def build_adapted(base: Path, delta: Path, meta: dict, log=print) -> Path:
     (tmp / "adapted.json").write_text(json.dumps({"base": base.name, "delta": delta.name, **meta}, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+    for stale in base.parent.glob(f"{base.name}-dgls-*"):  # merges of older deltas: 728 MB each
+        if stale != out:
+            shutil.rmtree(stale, ignore_errors=True)
     return out
 
 
@@ -169,9 +184,13 @@ def shipped_model_dir(log=print) -> Path:
     DiffusionGemma's classes: what training starts from, not a useful infiller).
     """
     from .convert import convert
+    from .types import ModelLoadError
 
     base = convert(log=log)
     delta, meta_file = SHIPPED / "delta.safetensors", SHIPPED / "adapter.json"
     if not delta.is_file() or not meta_file.is_file():
         return base
-    return build_adapted(base, delta, json.loads(meta_file.read_text()), log=log)
+    try:
+        return build_adapted(base, delta, json.loads(meta_file.read_text()), log=log)
+    except Exception as exc:  # a damaged delta or settings file (safetensors, json, torch all raise their own)
+        raise ModelLoadError(f"could not apply the shipped delta {delta}: {exc}; reinstall dgls") from exc

@@ -36,7 +36,7 @@ from .types import ModelLoadError
 
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 VOCAB_FILE = Path(__file__).resolve().parent / "weights" / "gemma3" / "vocab.json"
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 HEAD_DIM = 768
 ROPE_THETA = 1_000_000.0  # with HEAD_DIM 768: local pair j -> 2j, global j -> 3j, both exact
 GLOBAL_ROPE_THETA = 1_000_000.0
@@ -330,7 +330,7 @@ def convert(out: Path | None = None, force: bool = False, log=print, loaded=None
     (tmp / "tokenizer.json").write_text(json.dumps(prune_tokenizer(raw, ids), ensure_ascii=False))
     (tmp / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<bos>", "eos_token": "<eos>",
-        "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": CONTEXT}, indent=1))
+        "pad_token": "<pad>", "unk_token": "<unk>"}, indent=1))  # the engine windows long prefixes itself
     for name in NOTICE_FILES:  # the Gemma Terms of Use travel with every derivative
         shutil.copy2(VOCAB_FILE.parent / name, tmp / name)
     (tmp / "convert.json").write_text(json.dumps({

@@ -90,3 +90,19 @@ def test_unknown_delta_entries_are_refused(tiny_model_dir):
     adapters = Adapters(model, rank=2, alpha=4.0)
     with pytest.raises(ValueError, match="unknown entry"):
         adapters.load_delta(model, {"weird.thing": torch.zeros(1)})
+
+
+def test_a_damaged_shipped_delta_is_a_clear_model_error(tmp_path, monkeypatch):
+    from dgls.engine import adapters, convert
+    from dgls.engine.types import ModelLoadError
+
+    base = tmp_path / "base"
+    base.mkdir()
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "delta.safetensors").write_bytes(b"not a safetensors file")
+    (shipped / "adapter.json").write_text(json.dumps({"rank": 2, "alpha": 4.0}))
+    monkeypatch.setattr(convert, "convert", lambda log=print: base)
+    monkeypatch.setattr(adapters, "SHIPPED", shipped)
+    with pytest.raises(ModelLoadError, match="could not apply the shipped delta"):
+        adapters.shipped_model_dir(log=lambda m: None)
