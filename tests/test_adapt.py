@@ -57,7 +57,16 @@ def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
     meta = json.loads((shipped / "adapter.json").read_text())
     assert meta["config"]["token_shift"] is True and meta["step"] == 2
     assert (shipped / "delta.safetensors").stat().st_size < 1_000_000
-    # a new session without the checkpoint continues from the shipped delta
+    # a new session without the checkpoint continues from the shipped delta, with the run's options
+    from dgls.engine.train.train import _inherit_args
+
+    fresh = argparse.ArgumentParser()
+    from dgls.engine.train.train import add_arguments
+
+    add_arguments(fresh)
+    plain = fresh.parse_args(["--out", str(tmp_path / "run3"), "--base", "gemma3", "--init-from-delta", str(shipped)])
+    _inherit_args(plain)
+    assert (plain.rank, plain.batch, plain.views, plain.prefix_tokens) == (2, 2, 2, 48)
     again = AdaptTrainer(_args(tmp_path / "run2", base, 3, shipped), corpus=_corpus(), log=lambda m: None)
     assert again.step_no == 2
     for k, v in trainer.adapters.b.items():

@@ -299,7 +299,7 @@ def _trim_loss_log(path: Path, step: int) -> None:
 
 
 # Per-invocation options; everything else defaults to what the checkpoint was trained with.
-NOT_INHERITED = {"out", "export", "steps", "minutes", "threads", "init_from", "init_from_delta",
+NOT_INHERITED = {"out", "export", "steps", "minutes", "threads", "init_from", "init_from_delta", "base_dir",
                  "checkpoint_minutes", "log_every",
                  "cooldown_from", "cooldown_steps"}
 
@@ -308,9 +308,13 @@ def _inherit_args(args: argparse.Namespace) -> None:
     """On resume, options left at their defaults take the checkpoint's values (batch, lr, ...),
     so `dgls train --out DIR` continues the same run; options given explicitly win."""
     ckpt = Path(args.out) / CHECKPOINT
-    if not ckpt.exists():
+    shipped = Path(getattr(args, "init_from_delta", None) or "") / "adapter.json"
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False, map_location="cpu").get("args", {})
+    elif getattr(args, "base", "none") == "gemma3" and getattr(args, "init_from_delta", None) and shipped.is_file():
+        saved = json.loads(shipped.read_text()).get("args", {})  # a new session continues the shipped run
+    else:
         return
-    saved = torch.load(ckpt, weights_only=False, map_location="cpu").get("args", {})
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     defaults = vars(parser.parse_args([]))
