@@ -70,7 +70,7 @@ def holes_in(doc: Document, start: int, end: int, settings: Settings) -> list[An
 
 
 def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings, cancel: threading.Event,
-              rewrite: bool = False, on_draft: Callable[[str], None] | None = None,
+              rewrite: bool = False, on_step: Callable[[int], None] | None = None,
               results: list | None = None) -> list[Edit] | None:
     """Fill each planned span in order (later holes see earlier fills); None when cancelled.
 
@@ -84,7 +84,7 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
             prefix=scrub(text[cut:start]), suffix=scrub(text[end:end + SUFFIX_CHARS]),
             span=scrub(text[start:end]), doc_id=snap.doc_id,
             max_tokens=max(1, min(plan.budget, settings.max_span_tokens)), steps=settings.steps, seed=SEED,
-            single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft,
+            single_line=plan.single_line, seed_with_span=rewrite, on_step=on_step,
         )
         result = engine.infill(req, cancel=cancel)
         if result.status != "ok" or cancel.is_set():
@@ -126,8 +126,8 @@ def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, lan
         """Candidates, computed only when the first one breaks the parse: the draft with its
         offending part re-masked, then a fresh draft from another seed."""
         out = []
-        for attempt in (replace(req, span=candidate, remask=bad, seed_with_span=False, on_draft=None),
-                        replace(req, seed=(req.seed or 0) + 1, on_draft=None)):
+        for attempt in (replace(req, span=candidate, remask=bad, seed_with_span=False, on_step=None),
+                        replace(req, seed=(req.seed or 0) + 1, on_step=None)):
             result = engine.infill(attempt, cancel=cancel)
             if result.status == "ok":
                 out.append(result.text)

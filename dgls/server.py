@@ -250,10 +250,10 @@ class DglsServer(LanguageServer):
             return None
         snap = pipeline.snapshot(doc, self.doc_id(uri))
         settings = self.settings
-        on_draft = progress.draft_reporter() if progress is not None else None
+        on_step = progress.step_reporter() if progress is not None else None
 
         def work(engine: Any, cancel: threading.Event) -> Any:
-            return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_draft=on_draft)
+            return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_step=on_step)
 
         job = self.shared.scheduler.submit(self.client_id, (self.client_id, uri, kind), work, delay=delay)
         self._busy(+1)
@@ -299,17 +299,17 @@ class _Progress:
     def end(self, message: str = "") -> None:
         self.ls.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
 
-    def draft_reporter(self) -> Callable[[str], None]:
-        """An on_draft callback (worker thread) reporting the step count, at most 5 times a second."""
-        steps, last = itertools.count(1), [0.0]
+    def step_reporter(self) -> Callable[[int], None]:
+        """An on_step callback (worker thread) reporting the step count, at most 5 times a second."""
+        last = [0.0]
 
-        def on_draft(_draft: str) -> None:
-            step, now = next(steps), time.monotonic()
+        def on_step(step: int) -> None:
+            now = time.monotonic()
             if now - last[0] >= 0.2:
                 last[0] = now
                 self.ls.post(lambda: self.report(f"denoising, step {step}"))
 
-        return on_draft
+        return on_step
 
 
 class _LspLogHandler(logging.Handler):

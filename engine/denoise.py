@@ -18,6 +18,12 @@ over real tokens; sharpening by temperature then made every such slot `<fill>` a
 infills to a token or two. Whether the span ends is decided at temperature 1, which token comes
 next at the sampling temperature.
 
+A request's fixed inputs are two values: `CanvasSpec` (template, clamp mask, positions, anchor,
+seeded start) and `SamplerRules` (settings, banned ids, the filler rule). A step function takes
+them with the step's own `StepInput` (what the decoder reads, self-conditioning, temperature,
+the noise tokens to ban, the random stream), as gpt-fast's `decode_one_token` takes its model,
+tokens, position and sampling settings.
+
 Two heads produce the per-step numbers: "reference" (the model's own forward, full logits: it
 reproduces `generate()` token for token) and "fused" (decoder hidden states + the fused
 diffusion head from kernels/, which never materializes [canvas, vocab] logits).
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.head_types import FillRule
 from .canvas import CLAMP_LOGIT_FLOOR, clamp_logits, shift_in
 
 
@@ -76,6 +83,64 @@ class DenoiseSettings:
     def temperature(self, remaining: int) -> float:
         """Temperature at a step; `remaining` counts down from `steps` to 1, as in generate()."""
         return self.t_min + (self.t_max - self.t_min) * (remaining / self.steps)
+
+
+@dataclass(frozen=True)
+class SamplerRules:
+    """What every step of one request applies to the decoder's output."""
+
+    settings: DenoiseSettings
+    vocab_size: int
+    banned: torch.Tensor | None = None  # [K] ids never sampled in the span
+    fill: FillRule | None = None  # the end-of-span rule (None: no filler, rule off, or a repair)
+
+    @classmethod
+    def build(cls, settings: DenoiseSettings, vocab_size: int, *, banned: list[int] | None = None,
+              fill: int | None = None, device: torch.device | str = "cpu") -> SamplerRules:
+        """Rules for a model with filler id `fill` (None: none); the rule is off at threshold 0."""
+        rule = FillRule(fill, settings.fill_threshold) if fill is not None and settings.fill_threshold > 0 else None
+        ids = torch.tensor(banned, device=device) if banned else None
+        return cls(settings, vocab_size, ids, rule)
+
+
+@dataclass(frozen=True)
+class CanvasSpec:
+    """One request's canvas, B rows of C slots: clamped tokens, where, and where they sit.
+
+    `template` [B, C] holds the clamped tokens, `clamped` [B, C] marks them, `positions` [1, C]
+    are the decoder positions. `start` [B, C] optionally seeds the span slots (not noise);
+    `anchor` (a token-shift model, see canvas.py) is the token the decoder reads before slot 0.
+    """
+
+    template: torch.LongTensor
+    clamped: torch.BoolTensor
+    positions: torch.LongTensor
+    start: torch.LongTensor | None = None
+    anchor: torch.LongTensor | None = None
+
+    @classmethod
+    def build(cls, template: torch.LongTensor, clamped: torch.BoolTensor, positions: torch.LongTensor, *,
+              batch: int = 1, start: torch.LongTensor | None = None,
+              anchor: torch.LongTensor | None = None) -> CanvasSpec:
+        """From a [C] or [B, C] template and mask (one layout per row, e.g. several span budgets)."""
+        shape = (batch, template.shape[-1])
+        return cls(template.expand(shape), clamped.expand(shape), positions,
+                   None if start is None else start.expand(shape), anchor)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.template.shape)
+
+
+@dataclass
+class StepInput:
+    """What changes from step to step."""
+
+    tokens: torch.LongTensor  # [B, C] what the decoder reads (the canvas, shifted for a token-shift model)
+    self_cond: torch.Tensor | None  # the previous step's self-conditioning output
+    temperature: float
+    noise: torch.LongTensor | None  # [B, C] the token each freshly noised slot holds (-1: none): banned there
+    generator: torch.Generator | None = None
 
 
 @dataclass
@@ -143,33 +208,28 @@ class StableAndConfident:
         return stable & (span_entropy < self.confidence)
 
 
-def reference_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned,
-                   generator, row_banned: torch.LongTensor | None = None,
-                   fill_rule: tuple[int, float] | None = None) -> StepOutput:
-    """One decoder pass through the model's own forward (materializes float32 logits).
-
-    `row_banned` [B, C] or [B, C, K]: more ids per position to ban (-1: none). `fill_rule`
-    (filler id, threshold): ban the filler where its temperature-1 probability is below it.
-    """
-    logits = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=self_cond,
-                   decoder_position_ids=positions).logits
-    processed = logits / temperature
-    if banned is not None:
-        processed[:, :, banned] = CLAMP_LOGIT_FLOOR
-    if row_banned is not None:
-        ids = row_banned.reshape(*canvas.shape, -1)
+def reference_step(model, cache, spec: CanvasSpec, rules: SamplerRules, inp: StepInput) -> StepOutput:
+    """One decoder pass through the model's own forward (materializes float32 logits)."""
+    canvas = inp.tokens
+    logits = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=inp.self_cond,
+                   decoder_position_ids=spec.positions).logits
+    processed = logits / inp.temperature
+    if rules.banned is not None:
+        processed[:, :, rules.banned] = CLAMP_LOGIT_FLOOR
+    if inp.noise is not None:
+        ids = inp.noise.reshape(*canvas.shape, -1)
         b, c, k = (ids >= 0).nonzero(as_tuple=True)
         processed[b, c, ids[b, c, k]] = CLAMP_LOGIT_FLOOR
-    if fill_rule is not None:
-        fill, threshold = fill_rule
-        unlikely = torch.softmax(logits.float(), dim=-1)[..., fill] < threshold
+    if rules.fill is not None:
+        fill = rules.fill.token
+        unlikely = torch.softmax(logits.float(), dim=-1)[..., fill] < rules.fill.threshold
         processed[..., fill] = torch.where(unlikely, torch.full_like(processed[..., fill], CLAMP_LOGIT_FLOOR),
                                            processed[..., fill])
-    if clamped.any():
-        processed = clamp_logits(processed, template.expand_as(canvas), clamped)
+    if spec.clamped.any():
+        processed = clamp_logits(processed, spec.template.expand_as(canvas), spec.clamped)
     probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
     batch, length = canvas.shape
-    sample = torch.multinomial(probs.view(-1, probs.shape[-1]), num_samples=1, generator=generator)
+    sample = torch.multinomial(probs.view(-1, probs.shape[-1]), num_samples=1, generator=inp.generator)
     sample = sample.view(batch, length)
     argmax = torch.argmax(processed, dim=-1)
     confidence = probs.gather(-1, argmax.unsqueeze(-1)).squeeze(-1)
@@ -196,35 +256,32 @@ def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Ten
     return decoder.norm(hidden)
 
 
-def fused_step(model, canvas, cache, positions, self_cond, temperature, template, clamped, banned, generator,
-               row_banned: torch.LongTensor | None = None, fill_rule: tuple[int, float] | None = None,
-               impl: str = "auto", soft_eps: float = 0.0, decoder: Callable | None = None) -> StepOutput:
+def fused_step(model, cache, spec: CanvasSpec, rules: SamplerRules, inp: StepInput, *, impl: str = "auto",
+               soft_eps: float = 0.0, decoder: Callable | None = None) -> StepOutput:
     """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept.
 
     Only free (span) rows go through the head; clamped rows are known: their token, entropy 0,
-    confidence 1, and the token's own embedding as self-conditioning. `decoder` replaces
-    `decoder_hidden` (same signature), e.g. with the lean CPU forward of `fast_decoder`.
+    confidence 1, and the token's own embedding as self-conditioning. The filler rule runs in the
+    head's own pass. `decoder` replaces `decoder_hidden` (same signature), e.g. with the lean CPU
+    forward of `fast_decoder`.
     """
-    from ..kernels.diffusion_head import diffusion_head, token_probability
+    from ..kernels.diffusion_head import diffusion_head
 
-    hidden = (decoder or functools.partial(decoder_hidden, model))(canvas, cache, positions, self_cond)
+    canvas = inp.tokens
+    hidden = (decoder or functools.partial(decoder_hidden, model))(canvas, cache, spec.positions, inp.self_cond)
     batch, length, dim = hidden.shape
     weight = model.lm_head.weight
     scale = float(model.model.decoder.embed_tokens.scalar_embed_scale)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    tokens = template.expand_as(canvas)
-    fixed = clamped.expand_as(canvas).reshape(-1)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=inp.generator))
+    tokens = spec.template.expand_as(canvas)
+    fixed = spec.clamped.expand_as(canvas).reshape(-1)
     free = (~fixed).nonzero().flatten()
     rows = hidden.reshape(-1, dim)[free]
-    row_ban = row_banned.reshape(batch * length, -1)[free] if row_banned is not None else None
-    if fill_rule is not None:
-        fill, threshold = fill_rule
-        p_fill = token_probability(rows, weight, fill, softcap=model.final_logit_softcapping)
-        no_end = torch.where(p_fill < threshold, fill, -1)[:, None]
-        row_ban = no_end if row_ban is None else torch.cat([row_ban, no_end], dim=1)
-    out = diffusion_head(rows, weight, temperature=temperature,
+    row_ban = inp.noise.reshape(batch * length, -1)[free] if inp.noise is not None else None
+    out = diffusion_head(rows, weight, temperature=inp.temperature,
                          softcap=model.final_logit_softcapping, embed_scale=scale, seed=seed,
-                         banned=banned, soft_eps=soft_eps, impl=impl, rows=free, row_banned=row_ban)
+                         banned=rules.banned, soft_eps=soft_eps, impl=impl, rows=free, row_banned=row_ban,
+                         fill=rules.fill)
     flat_tokens = tokens.reshape(-1)
     sample, argmax = flat_tokens.clone(), flat_tokens.clone()
     sample[free], argmax[free] = out.sample, out.argmax
@@ -238,35 +295,29 @@ def fused_step(model, canvas, cache, positions, self_cond, temperature, template
                       soft.view(batch, length, dim))
 
 
-StepFn = Callable[..., StepOutput]
+StepFn = Callable[[object, object, CanvasSpec, SamplerRules, StepInput], StepOutput]
 
 
-def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTensor, clamped: torch.BoolTensor,
-            settings: DenoiseSettings, step_fn: StepFn, vocab_size: int, *, batch: int = 1,
-            start: torch.LongTensor | None = None, banned: list[int] | None = None, fill: int | None = None,
+def denoise(model, cache, spec: CanvasSpec, rules: SamplerRules, step_fn: StepFn, *,
             generator: torch.Generator | None = None, cancel: threading.Event | None = None,
-            on_step: Callable[[torch.LongTensor], None] | None = None,
-            anchor: torch.LongTensor | None = None) -> DenoiseOutcome:
-    """Denoise a canvas; `template` holds clamped tokens, `start` optionally seeds span positions.
+            on_step: Callable[[int], None] | None = None) -> DenoiseOutcome:
+    """Denoise `spec`'s canvas under `rules`, one `step_fn` per step.
 
-    `template` and `clamped` are [C] or [B, C] (one layout per row, e.g. several span budgets);
-    span positions start as uniform noise (or `start`, which is not noise). `fill` is the
-    model's filler id, for `settings.fill_threshold`. `anchor` (a token-shift model, see
-    canvas.py) is the token the decoder reads before slot 0. Cancellation is checked before every
-    decoder pass.
+    Span slots start as uniform noise (or `spec.start`, which is not noise). Cancellation is
+    checked before every decoder pass; `on_step(n)` hears each finished step (no decoding, no
+    device sync).
     """
+    settings, vocab_size = rules.settings, rules.vocab_size
+    template, clamped = spec.template, spec.clamped
+    batch, length = spec.shape
     device = template.device
-    length = template.shape[-1]
-    template = template.expand(batch, length)
-    clamped = clamped.expand(batch, length)
     noise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
-    canvas = torch.where(clamped, template, noise if start is None else start.expand(batch, length))
-    noisy = ~clamped if start is None else torch.zeros_like(clamped)  # slots holding fresh noise
-    banned_t = torch.tensor(banned, device=device) if banned else None
+    canvas = torch.where(clamped, template, noise if spec.start is None else spec.start)
+    noisy = ~clamped if spec.start is None else torch.zeros_like(clamped)  # slots holding fresh noise
     span = (~clamped).float()
     any_clamped = bool(clamped.any())
-    fill_rule = (fill, settings.fill_threshold) if fill is not None and settings.fill_threshold > 0 else None
     stop = StableAndConfident(settings.stability, settings.confidence)
+    accept = accept_in_order if settings.left_to_right else accept_mask
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     argmax, self_cond = canvas, None
     confidence = torch.zeros(batch, length, device=device)
@@ -275,37 +326,49 @@ def denoise(model, cache, positions: torch.LongTensor, template: torch.LongTenso
     for remaining in reversed(range(1, settings.steps + 1)):
         if cancel is not None and cancel.is_set():
             return DenoiseOutcome(argmax, confidence, span_entropy, steps, forwards, True)
-        row_banned = None
+        banned_noise = None
         if settings.exclude_noise_tokens and bool(noisy.any()):
-            row_banned = torch.where(noisy, canvas, torch.full_like(canvas, -1))
-        read = canvas if anchor is None else shift_in(canvas, anchor)
-        out = step_fn(model, read, cache, positions, self_cond, settings.temperature(remaining), template,
-                      clamped, banned_t, generator, row_banned=row_banned, fill_rule=fill_rule)
+            banned_noise = torch.where(noisy, canvas, torch.full_like(canvas, -1))
+        read = canvas if spec.anchor is None else shift_in(canvas, spec.anchor)
+        out = step_fn(model, cache, spec, rules,
+                      StepInput(read, self_cond, settings.temperature(remaining), banned_noise, generator))
         steps += 1
         forwards += int((~finished).sum())
-        accepted = (accept_in_order if settings.left_to_right else accept_mask)(out.entropy, settings.entropy_bound)
+        accepted = accept(out.entropy, settings.entropy_bound)
         kept = torch.where(accepted, out.sample, canvas)
         renoise = torch.randint(0, vocab_size, (batch, length), device=device, generator=generator)
-        new_canvas = torch.where(~accepted, renoise, kept)
-        new_noisy = ~accepted & ~clamped
-        new_argmax, step_cond = out.argmax, out.self_cond
-        if any_clamped:
-            step_entropy = (out.entropy * span).sum(-1) / span.sum(-1).clamp(min=1.0)
-        else:
-            step_entropy = out.entropy.mean(-1)
+        new = _LoopState(torch.where(~accepted, renoise, kept), out.argmax, out.self_cond, ~accepted & ~clamped,
+                      out.confidence,
+                      (out.entropy * span).sum(-1) / span.sum(-1).clamp(min=1.0) if any_clamped
+                      else out.entropy.mean(-1))
         if finished.any():
-            new_argmax = torch.where(finished[:, None], argmax, new_argmax)
-            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
-            new_noisy = torch.where(finished[:, None], noisy, new_noisy)
-            rows = finished.view(-1, *([1] * (step_cond.dim() - 1)))
-            step_cond = torch.where(rows, self_cond, step_cond)
-            step_entropy = torch.where(finished, span_entropy, step_entropy)
-            out.confidence = torch.where(finished[:, None], confidence, out.confidence)
-        finished |= stop(new_argmax, step_entropy)
-        canvas, argmax, self_cond, noisy = new_canvas, new_argmax, step_cond, new_noisy
-        confidence, span_entropy = out.confidence, step_entropy
+            new = new.keep_rows(finished, _LoopState(canvas, argmax, self_cond, noisy, confidence, span_entropy))
+        finished |= stop(new.argmax, new.span_entropy)
+        canvas, argmax, self_cond, noisy = new.canvas, new.argmax, new.self_cond, new.noisy
+        confidence, span_entropy = new.confidence, new.span_entropy
         if on_step is not None:
-            on_step(argmax)
+            on_step(steps)
         if bool(finished.all()):
             break
     return DenoiseOutcome(argmax, confidence, span_entropy, steps, forwards, False)
+
+
+@dataclass
+class _LoopState:
+    """The loop's state after a step, per row."""
+
+    canvas: torch.LongTensor
+    argmax: torch.LongTensor
+    self_cond: torch.Tensor
+    noisy: torch.BoolTensor
+    confidence: torch.Tensor
+    span_entropy: torch.Tensor
+
+    def keep_rows(self, finished: torch.BoolTensor, old: _LoopState) -> _LoopState:
+        """Finished rows keep their old state (they stopped; other rows go on)."""
+        rows = finished[:, None]
+        cond = finished.view(-1, *([1] * (self.self_cond.dim() - 1)))
+        return _LoopState(torch.where(rows, old.canvas, self.canvas), torch.where(rows, old.argmax, self.argmax),
+                       torch.where(cond, old.self_cond, self.self_cond), torch.where(rows, old.noisy, self.noisy),
+                       torch.where(rows, old.confidence, self.confidence),
+                       torch.where(finished, old.span_entropy, self.span_entropy))

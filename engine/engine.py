@@ -19,7 +19,7 @@ from .canvas import (
     split_anchor,
     token_shift,
 )
-from .denoise import DenoiseSettings, denoise, fused_step, reference_step
+from .denoise import CanvasSpec, DenoiseSettings, SamplerRules, denoise, fused_step, reference_step
 from .fast_decoder import FastDecoder, unsupported_reason
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
@@ -236,7 +236,10 @@ class Engine:
         t_enc = time.perf_counter()
         stats.encode_ms = (t_enc - start) * 1000
 
-        settings = DenoiseSettings.from_model(self.model, req.steps)
+        rules = SamplerRules.build(DenoiseSettings.from_model(self.model, req.steps), self.vocab_size,
+                                   banned=self.special.banned_in_span(), device=self.device,
+                                   # in a repair the filler pads slack slots, it does not end the span
+                                   fill=self.special.fill if req.remask is None else None)
         generator = torch.Generator(device=self.device).manual_seed(req.seed if req.seed is not None else 0)
         if req.remask is not None and req.span:
             layouts = [self._repair_layout(layouts[0], req.span, req.remask)]
@@ -249,18 +252,10 @@ class Engine:
                              middle_ids=span_ids[: lay.span_slots], pad_to_length=True).ids
                 for lay in layouts]).to(self.device)
         positions = torch.arange(len(prompt), len(prompt) + length, device=self.device).unsqueeze(0)
-
-        def on_step(argmax: torch.LongTensor) -> None:
-            req.on_draft(self._decode_span(argmax[-1].tolist(), layouts[-1].span_slots))
-
+        spec = CanvasSpec.build(template, clamped, positions, batch=len(layouts), start=seeded, anchor=anchor)
         try:
-            outcome = denoise(self.model, cache, positions, template, clamped, settings, self._step_fn(),
-                              self.vocab_size, batch=len(layouts), start=seeded,
-                              banned=self.special.banned_in_span(),
-                              # in a repair the filler pads slack slots, it does not end the span
-                              fill=self.special.fill if req.remask is None else None,
-                              generator=generator, cancel=cancel,
-                              on_step=on_step if req.on_draft else None, anchor=anchor)
+            outcome = denoise(self.model, cache, spec, rules, self._step_fn(), generator=generator, cancel=cancel,
+                              on_step=req.on_step)
         finally:
             if self._fast_decoder is not None:
                 self._fast_decoder.release()
@@ -328,10 +323,6 @@ class Engine:
         budgets = sorted({max(1, budget // 4), max(1, budget // 2), budget})
         length = min(length, budget + len(suffix_ids) + 1)  # as generate() would: no padding
         return [build_canvas(b, suffix_ids, length, self.special, pad_to_length=True) for b in budgets]
-
-    def _decode_span(self, canvas: list[int], budget: int) -> str:
-        tokens = span_tokens(canvas, budget, self.special)
-        return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
 
 
 def _ms(since: float) -> float:

@@ -20,7 +20,8 @@ class InfillRequest:
 
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
-    the engine's default). `on_draft` receives the whole span text after every denoising step.
+    the engine's default). `on_step(n)` hears each finished denoising step (on the worker thread;
+nothing is decoded for it).
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
     """
@@ -34,7 +35,7 @@ class InfillRequest:
     seed: int | None = None
     single_line: bool = False
     seed_with_span: bool = False
-    on_draft: Callable[[str], None] | None = None
+    on_step: Callable[[int], None] | None = None
     remask: list[tuple[int, int]] | None = None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .head_types import FillRule
 from .noise import gumbel_rows
 
 
@@ -51,8 +52,16 @@ def reference_head(
     banned: torch.Tensor | None = None,
     rows: torch.Tensor | None = None,
     row_banned: torch.Tensor | None = None,
+    fill: FillRule | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All head outputs from full logits: argmax, Gumbel-max sample, entropy, confidence, soft embedding."""
+    """All head outputs from full logits: argmax, Gumbel-max sample, entropy, confidence, soft
+    embedding, and with a ``fill`` rule p(filler) at temperature 1 (the filler banned below it)."""
+    p_fill = None
+    if fill is not None:
+        p_fill = torch.softmax(reference_logits(hidden, weight, temperature=1.0, softcap=softcap), dim=-1)[:, fill.token]
+        no_end = torch.where(p_fill < fill.threshold, fill.token, -1)[:, None]
+        ids = None if row_banned is None else row_banned.to(device=no_end.device, dtype=torch.int64)
+        row_banned = no_end if ids is None else torch.cat([ids.reshape(no_end.shape[0], -1), no_end], dim=1)
     z = reference_logits(hidden, weight, temperature=temperature, softcap=softcap, banned=banned,
                          row_banned=row_banned)
     n, v = z.shape
@@ -71,4 +80,5 @@ def reference_head(
         "entropy": entropy,
         "confidence": confidence,
         "soft_embedding": soft.to(weight.dtype),
+        "fill_probability": p_fill,
     }

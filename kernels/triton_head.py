@@ -28,7 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .noise import seed_key
+from .fill_rule import OnlineState, merge_token
+from .head_types import FillRule, HeadOutput
+from .noise import gumbel_from_uniform, seed_key, uniform
 
 _NEG_BIG = -1e30
 
@@ -61,6 +63,7 @@ def _head_kernel(
     cap,
     temperature,
     skip_thr,
+    fill_id,
     stride_h,
     stride_w,
     HAS_CAP: tl.constexpr,
@@ -68,12 +71,14 @@ def _head_kernel(
     ROW_BANS: tl.constexpr,
     ROUND_BF16: tl.constexpr,
     SOFT_SKIP: tl.constexpr,
+    FILL: tl.constexpr,
     IEEE: tl.constexpr,
     DOT_F32: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_V: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_DD: tl.constexpr,
+    STATS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -94,6 +99,9 @@ def _head_kernel(
     gbest_i = tl.zeros([BLOCK_N], tl.int64)
     m_acc = tl.full([BLOCK_N], neg_inf, tl.float32)
     l_kept = tl.zeros([BLOCK_N], tl.float32)
+    m1 = tl.full([BLOCK_N], neg_inf, tl.float32)  # FILL: temperature-1 running max and sum,
+    l1 = tl.zeros([BLOCK_N], tl.float32)  # and the filler's own logit (0 outside its split)
+    x_fill = tl.zeros([BLOCK_N], tl.float32)
     margin: tl.constexpr = 20.4497  # noise.GUMBEL_MAX - noise.GUMBEL_MIN + 1
 
     for v0 in range(v_lo, v_hi, BLOCK_V):
@@ -133,6 +141,14 @@ def _head_kernel(
             x = tl.where(y < 0, -t, t) * cap
         z = x / temperature
         valid = rmask[:, None] & cmask[None, :]
+        if FILL:
+            x1 = tl.where(valid, x, neg_inf)
+            m1_new = tl.maximum(m1, tl.max(x1, axis=1))
+            shift1 = tl.where(m1_new > neg_inf, m1_new, 0.0)
+            l1 = tl.where(l1 > 0, l1 * tl.exp(m1 - shift1), 0.0) + tl.sum(tl.exp(x1 - shift1[:, None]), axis=1)
+            m1 = m1_new
+            x_fill += tl.sum(tl.where((cols == fill_id)[None, :] & valid, x, 0.0), axis=1)
+            valid = valid & (cols != fill_id)[None, :]  # held out; merged after the pass if allowed
         if HAS_BAN:
             bn = tl.load(ban_ptr + cols, mask=cmask, other=0)
             valid = valid & (bn == 0)[None, :]
@@ -200,7 +216,7 @@ def _head_kernel(
                 old = tl.load(a_ptrs, mask=amask, other=0.0)
                 tl.store(a_ptrs, old * beta[:, None] + part, mask=amask)
 
-    base = pid_s * 7 * N
+    base = pid_s * STATS * N
     tl.store(stat_ptr + base + 0 * N + rows, m, mask=rmask)
     tl.store(stat_ptr + base + 1 * N + rows, l_sum, mask=rmask)
     tl.store(stat_ptr + base + 2 * N + rows, s_sum, mask=rmask)
@@ -208,6 +224,10 @@ def _head_kernel(
     tl.store(stat_ptr + base + 4 * N + rows, gbest, mask=rmask)
     tl.store(stat_ptr + base + 5 * N + rows, m_acc, mask=rmask)
     tl.store(stat_ptr + base + 6 * N + rows, l_kept, mask=rmask)
+    if FILL:
+        tl.store(stat_ptr + base + 7 * N + rows, m1, mask=rmask)
+        tl.store(stat_ptr + base + 8 * N + rows, l1, mask=rmask)
+        tl.store(stat_ptr + base + 9 * N + rows, x_fill, mask=rmask)
     tl.store(idx_ptr + pid_s * 2 * N + rows, best_i, mask=rmask)
     tl.store(idx_ptr + pid_s * 2 * N + N + rows, gbest_i, mask=rmask)
 
@@ -239,84 +259,109 @@ def triton_head(
     soft_eps: float = 0.0,
     rows: torch.Tensor | None = None,
     row_banned: torch.Tensor | None = None,
+    fill: FillRule | None = None,
     splits: int | None = None,
     block_n: int = 16,
     block_v: int = 128,
     block_k: int = 64,
     block_dd: int = 64,
-):
+) -> HeadOutput:
     """Launch the kernel and merge the per-split partials into a ``HeadOutput``."""
-    from .diffusion_head import HeadOutput
-
     n, d = hidden.shape
     vocab = weight.shape[0]
     dev = hidden.device
     h = hidden.to(weight.dtype).contiguous()
     w = weight.contiguous()
-    ban = torch.zeros(vocab, dtype=torch.int8, device=dev)
-    has_ban = banned is not None and banned.numel() > 0
-    if has_ban:
-        ids = banned.to(device=dev, dtype=torch.int64).flatten()
-        if ids.min() < 0 or ids.max() >= vocab:
-            raise ValueError(f"banned ids must lie in [0, {vocab})")
-        ban[ids] = 1
+    ban = _ban_mask(banned, vocab, dev)
     if splits is None:
         splits = _default_splits(n, vocab, block_n, block_v, dev)
     span = triton.cdiv(triton.cdiv(vocab, splits), block_v) * block_v
     splits = triton.cdiv(vocab, span)
-    stats = torch.empty(splits, 7, n, device=dev, dtype=torch.float32)
+    stats = torch.empty(splits, 10 if fill is not None else 7, n, device=dev, dtype=torch.float32)
     idx = torch.empty(splits, 2, n, device=dev, dtype=torch.int64)
     acc = torch.zeros(splits, n, d, device=dev, dtype=torch.float32)
-    skip_thr = math.log(vocab / soft_eps) if soft_eps > 0 else 0.0
-    grid = (triton.cdiv(n, block_n), splits)
     rid = torch.arange(n, device=dev) if rows is None else rows.to(device=dev, dtype=torch.int64).contiguous()
     rban = rid if row_banned is None else row_banned.to(device=dev, dtype=torch.int64).reshape(n, -1).contiguous()
-    _head_kernel[grid](
-        h,
-        rid,
-        w,
-        ban,
-        rban,
-        stats,
-        idx,
-        acc,
-        n,
-        vocab,
-        d,
-        span,
-        seed_key(seed),
+    _head_kernel[(triton.cdiv(n, block_n), splits)](
+        h, rid, w, ban, rban, stats, idx, acc,
+        n, vocab, d, span, seed_key(seed),
         float(softcap) if softcap is not None else 1.0,
         float(temperature),
-        skip_thr,
-        h.stride(0),
-        w.stride(0),
+        math.log(vocab / soft_eps) if soft_eps > 0 else 0.0,
+        fill.token if fill is not None else -1,
+        h.stride(0), w.stride(0),
         HAS_CAP=softcap is not None,
-        HAS_BAN=has_ban,
+        HAS_BAN=banned is not None and banned.numel() > 0,
         ROW_BANS=0 if row_banned is None else rban.shape[1],
         ROUND_BF16=weight.dtype == torch.bfloat16,
         SOFT_SKIP=soft_eps > 0,
+        FILL=fill is not None,
         IEEE=weight.dtype == torch.float32,
         DOT_F32=_interpreting(),
-        BLOCK_N=block_n,
-        BLOCK_V=block_v,
-        BLOCK_K=block_k,
-        BLOCK_DD=block_dd,
+        BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_K=block_k, BLOCK_DD=block_dd,
+        STATS=stats.shape[1],
     )
-    m_s, l_s, s_s, best_s, gbest_s, macc_s, lk_s = stats.unbind(1)
+    state, gbest, gidx = _merge_splits(stats, idx, acc)
+    p_fill = None
+    if fill is not None:
+        p_fill, z_fill, allowed = _fill_partials(stats, fill, temperature, ban, None if row_banned is None else rban)
+        state = merge_token(state, z_fill, fill.token, weight[fill.token].to(torch.float32), allowed)
+        allowed = allowed & torch.isfinite(z_fill)
+        g = z_fill + gumbel_from_uniform(uniform(seed, rid, fill.token))
+        take = allowed & ((g > gbest) | ((g == gbest) & (fill.token < gidx)))
+        gidx = torch.where(take, torch.full_like(gidx, fill.token), gidx)
+    return HeadOutput(
+        argmax=state.best_idx,
+        sample=gidx,
+        entropy=torch.log(state.l) - state.s / state.l,
+        confidence=1.0 / state.l,
+        soft_embedding=(state.acc / state.acc_l[:, None] * embed_scale).to(weight.dtype),
+        fill_probability=p_fill,
+    )
+
+
+def _ban_mask(banned: torch.Tensor | None, vocab: int, device: torch.device) -> torch.Tensor:
+    """int8 [V], 1 where an id is banned for every row."""
+    ban = torch.zeros(vocab, dtype=torch.int8, device=device)
+    if banned is not None and banned.numel() > 0:
+        ids = banned.to(device=device, dtype=torch.int64).flatten()
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise ValueError(f"banned ids must lie in [0, {vocab})")
+        ban[ids] = 1
+    return ban
+
+
+def _merge_splits(stats: torch.Tensor, idx: torch.Tensor,
+                  acc: torch.Tensor) -> tuple[OnlineState, torch.Tensor, torch.Tensor]:
+    """One online-softmax state (soft-embedding accumulator included) and the Gumbel winner from
+    the per-split partials."""
+    m_s, l_s, s_s, best_s, gbest_s, macc_s, lk_s = stats[:, :7].unbind(1)
     big_m = m_s.max(dim=0).values
     seen = l_s > 0
     wgt = torch.where(seen, torch.exp(m_s - big_m), torch.zeros_like(m_s))
     dlt = torch.where(seen, m_s - big_m, torch.zeros_like(m_s))
-    l_tot = (wgt * l_s).sum(dim=0)
-    s_tot = (wgt * (s_s + l_s * dlt)).sum(dim=0)
     pick = best_s.argmax(dim=0, keepdim=True)  # first split wins ties = lowest vocab id
     gpick = gbest_s.argmax(dim=0, keepdim=True)
     beta = torch.where(lk_s > 0, torch.exp(macc_s - big_m), torch.zeros_like(macc_s))
-    soft = (beta[:, :, None] * acc).sum(dim=0) / (beta * lk_s).sum(dim=0)[:, None]
-    return HeadOutput(
-        argmax=idx[:, 0].gather(0, pick)[0],
-        sample=idx[:, 1].gather(0, gpick)[0],
-        entropy=torch.log(l_tot) - s_tot / l_tot,
-        confidence=1.0 / l_tot,
-        soft_embedding=(soft * embed_scale).to(weight.dtype),
+    state = OnlineState(
+        m=big_m, l=(wgt * l_s).sum(dim=0), s=(wgt * (s_s + l_s * dlt)).sum(dim=0),
+        best=best_s.gather(0, pick)[0], best_idx=idx[:, 0].gather(0, pick)[0],
+        acc=(beta[:, :, None] * acc).sum(dim=0), acc_l=(beta * lk_s).sum(dim=0),
     )
+    return state, gbest_s.gather(0, gpick)[0], idx[:, 1].gather(0, gpick)[0]
+
+
+def _fill_partials(stats: torch.Tensor, fill: FillRule, temperature: float, ban: torch.Tensor,
+                   row_ban: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """p(filler) at temperature 1, the filler's z and where the rule allows it, from the partials."""
+    m1_s, l1_s, xf_s = stats[:, 7:10].unbind(1)
+    big_m1 = m1_s.max(dim=0).values
+    l1 = torch.where(l1_s > 0, l1_s * torch.exp(m1_s - big_m1), torch.zeros_like(l1_s)).sum(dim=0)
+    x_fill = xf_s.sum(dim=0)
+    p_fill = torch.exp(x_fill - (big_m1 + torch.log(l1)))
+    z_fill = x_fill / temperature
+    banned = ban[fill.token] != 0
+    if row_ban is not None:
+        banned = banned | (row_ban == fill.token).any(dim=1)
+    z_fill = torch.where(banned, torch.full_like(z_fill, float("-inf")), z_fill)
+    return p_fill, z_fill, p_fill >= fill.threshold

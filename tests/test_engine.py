@@ -9,8 +9,9 @@ import pytest
 import torch
 from dgls.engine import Engine, InfillRequest
 from dgls.engine.canvas import SpecialTokens, build_canvas, span_tokens
-from dgls.engine.denoise import DenoiseSettings, denoise, reference_step
+from dgls.engine.denoise import CanvasSpec, DenoiseSettings, SamplerRules, StepInput, denoise, reference_step
 from dgls.engine.loading import load_model
+from dgls.kernels.head_types import FillRule
 from transformers import DynamicCache
 
 
@@ -41,8 +42,9 @@ def test_loop_matches_transformers_generate(tiny_model_dir, seed):
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
         model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
-        out = denoise(model, cache, torch.arange(n, n + length)[None], torch.zeros(length, dtype=torch.long),
-                      torch.zeros(length, dtype=torch.bool), generate_settings, reference_step, vocab)
+        spec = CanvasSpec.build(torch.zeros(length, dtype=torch.long), torch.zeros(length, dtype=torch.bool),
+                                torch.arange(n, n + length)[None])
+        out = denoise(model, cache, spec, SamplerRules(generate_settings, vocab), reference_step)
     ours = _generate_style_eos_padding(out.canvas, eos=1, pad=0)
     assert torch.equal(ours, expected.sequences[:, n:])
     valid = int((ours != 0).sum())
@@ -143,17 +145,18 @@ def test_threads_share_one_engine(engine):
 
 def test_cancel_mid_denoise_returns_within_a_step(engine):
     cancel = threading.Event()
-    drafts: list[str] = []
+    heard: list[int] = []
 
-    def on_draft(text):
-        drafts.append(text)
-        if len(drafts) == 2:
+    def on_step(step):
+        heard.append(step)
+        if step == 2:
             cancel.set()
 
-    res = engine.infill(InfillRequest(prefix="def g():\n", steps=40, on_draft=on_draft), cancel=cancel)
+    res = engine.infill(InfillRequest(prefix="def g():\n", steps=40, on_step=on_step), cancel=cancel)
     assert res.status == "cancelled"
-    assert res.stats.steps == 2
-    assert res.text == drafts[-1]  # the best draft so far
+    assert res.stats.steps == 2 and heard == [1, 2]
+    done = engine.infill(InfillRequest(prefix="def g():\n", steps=2))
+    assert res.text == done.text  # the best draft so far: what two steps make
     assert engine.infill(InfillRequest(prefix="ok = ", steps=2)).status == "ok"  # still usable
 
 
@@ -204,12 +207,18 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
     clamped = torch.zeros(length, dtype=torch.bool)
     clamped[16:] = True
     positions = torch.arange(n, n + length)[None]
+    spec = CanvasSpec.build(template, clamped, positions)
+    settings = DenoiseSettings.from_model(model)
+
+    def run(step_fn, self_cond=None, banned=None, noise=None, fill=None, **kw):
+        rules = SamplerRules(settings, vocab, banned, fill)
+        return step_fn(model, cache, spec, rules, StepInput(canvas, self_cond, 0.6, noise, g), **kw)
+
     with torch.no_grad():
         cache = DynamicCache(config=model.config.get_text_config())
         model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
-        ref = reference_step(model, canvas, cache, positions, None, 0.6, template, clamped, torch.tensor([0, 1]), g)
-        fused = fused_step(model, canvas, cache, positions, None, 0.6, template, clamped, torch.tensor([0, 1]), g,
-                           impl="chunked")
+        ref = run(reference_step, banned=torch.tensor([0, 1]))
+        fused = run(fused_step, banned=torch.tensor([0, 1]), impl="chunked")
         assert torch.equal(ref.argmax, fused.argmax)
         torch.testing.assert_close(fused.entropy, ref.entropy, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(fused.confidence, ref.confidence, atol=1e-5, rtol=1e-4)
@@ -220,16 +229,13 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
         # the next step through each path sees the same self-conditioning
         next_ref = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=ref.self_cond,
                            decoder_position_ids=positions).logits.argmax(-1)
-        ref2 = fused_step(model, canvas, cache, positions, fused.self_cond, 0.6, template, clamped, None, g,
-                          impl="chunked")
+        ref2 = run(fused_step, self_cond=fused.self_cond, impl="chunked")
         clamped_free = ~clamped
         assert torch.equal(next_ref[0, clamped_free], ref2.argmax[0, clamped_free])
         # banning each free slot's winner: both heads fall back to the same runner-up
         row_banned = torch.where(clamped, torch.full_like(canvas, -1), ref.argmax)
-        ref3 = reference_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
-                              row_banned=row_banned)
-        fused3 = fused_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
-                            row_banned=row_banned, impl="chunked")
+        ref3 = run(reference_step, noise=row_banned)
+        fused3 = run(fused_step, noise=row_banned, impl="chunked")
         assert torch.equal(ref3.argmax, fused3.argmax)
         assert not (ref3.argmax[0, :16] == ref.argmax[0, :16]).any()
         assert torch.equal(ref3.argmax[0, 16:], ref.argmax[0, 16:])
@@ -239,10 +245,8 @@ def test_fused_head_step_matches_the_reference_step(tiny_model_dir):
         fill = int(ref.argmax[0, 0])  # a token that wins somewhere
         middle = p[0, :16, fill].sort().values[7:9]  # between the two middle slots: some pass, some
         threshold = float(middle.mean())  # do not, and none sits on the threshold (a rounding tie)
-        ref4 = reference_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
-                              row_banned=row_banned, fill_rule=(fill, threshold))
-        fused4 = fused_step(model, canvas, cache, positions, None, 0.6, template, clamped, None, g,
-                            row_banned=row_banned, fill_rule=(fill, threshold), impl="chunked")
+        ref4 = run(reference_step, noise=row_banned, fill=FillRule(fill, threshold))
+        fused4 = run(fused_step, noise=row_banned, fill=FillRule(fill, threshold), impl="chunked")
         assert torch.equal(ref4.argmax, fused4.argmax)
         torch.testing.assert_close(fused4.entropy, ref4.entropy, atol=1e-4, rtol=1e-4)
         low = p[0, :16, fill] < threshold
@@ -255,13 +259,13 @@ def test_engine_applies_the_filler_rule_except_in_repairs(tiny_model_dir):
     eng = Engine(str(tiny_model_dir), head="reference")
     rules = []
 
-    def recording_step(*args, row_banned=None, fill_rule=None):
-        rules.append(fill_rule)
-        return reference_step(*args, row_banned=row_banned, fill_rule=fill_rule)
+    def recording_step(model, cache, spec, step_rules, inp):
+        rules.append(step_rules.fill)
+        return reference_step(model, cache, spec, step_rules, inp)
 
     eng._step_fn = lambda: recording_step
     eng.infill(InfillRequest(prefix="x = ", suffix="\n", steps=2, seed=0))
-    assert rules and set(rules) == {(eng.special.fill, 0.5)}
+    assert rules and set(rules) == {FillRule(eng.special.fill, 0.5)}
     rules.clear()
     eng.infill(InfillRequest(prefix="x = ", suffix="\n", span="1 + 2", remask=[(2, 3)], steps=2, seed=0))
     assert rules and set(rules) == {None}
@@ -277,17 +281,17 @@ def test_noised_slots_may_not_predict_their_own_noise_token(tiny_model_dir):
     clamped[12:] = True
     calls = []
 
-    def recording_step(*args, row_banned=None, fill_rule=None):
-        out = reference_step(*args, row_banned=row_banned, fill_rule=fill_rule)
-        calls.append((args[1].clone(), row_banned.clone(), out.sample.clone(), out.argmax.clone()))
+    def recording_step(model, cache, spec, rules, inp):
+        out = reference_step(model, cache, spec, rules, inp)
+        calls.append((inp.tokens.clone(), inp.noise.clone(), out.sample.clone(), out.argmax.clone()))
         return out
 
     settings = dataclasses.replace(DenoiseSettings.from_model(model), steps=6, entropy_bound=0.5, confidence=1e-9)
     with torch.no_grad():
         cache = DynamicCache(config=model.config.get_text_config())
         model.model.encoder(input_ids=prompt, past_key_values=cache, position_ids=torch.arange(n)[None])
-        denoise(model, cache, torch.arange(n, n + length)[None], template, clamped, settings, recording_step, vocab,
-                generator=torch.Generator().manual_seed(0))
+        denoise(model, cache, CanvasSpec.build(template, clamped, torch.arange(n, n + length)[None]),
+                SamplerRules(settings, vocab), recording_step, generator=torch.Generator().manual_seed(0))
     assert len(calls) > 2
     canvas0, banned0, _, _ = calls[0]
     assert torch.equal(banned0[0, :12], canvas0[0, :12]) and (banned0[0, 12:] == -1).all()

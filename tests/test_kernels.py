@@ -21,7 +21,8 @@ import textwrap
 
 import pytest
 import torch
-from dgls.kernels.diffusion_head import SOFT_TOPK, HeadOutput, _GumbelRace, diffusion_head
+from dgls.kernels.diffusion_head import SOFT_TOPK, FillRule, HeadOutput, diffusion_head
+from dgls.kernels.gumbel_race import GumbelRace
 from dgls.kernels.noise import (
     fmix32,
     fmix32_,
@@ -122,7 +123,7 @@ def test_gumbel_race_equals_dense_gumbel_max(budget):
         z[8, 5] = 0.0  # one flat row: chunks go dense
     rows = torch.arange(n) * 7 + 3
     keys = row_keys(11, rows)
-    race = _GumbelRace(keys, budget=budget)
+    race = GumbelRace(keys, budget=budget)
     m = torch.full((n,), float("-inf"))
     for c0 in range(0, v, chunk):
         zc = z[:, c0 : c0 + chunk]
@@ -205,18 +206,70 @@ def test_several_row_bans_per_row_match_reference():
     assert not (out.argmax[1:, None] == row_banned[1:]).any()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("softcap,chunk", [(CAP, 256), (None, 100), (CAP, 8192)])
-def test_token_probability_matches_softmax(dtype, softcap, chunk):
-    from dgls.kernels.diffusion_head import token_probability
+def _fill_threshold(hidden, weight, token, softcap):
+    """A threshold between the two middle rows' p(token) at temperature 1: some rows pass, some do not."""
+    p = torch.softmax(reference_logits(hidden, weight, temperature=1.0, softcap=softcap), dim=-1)[:, token]
+    middle = p.sort().values[hidden.shape[0] // 2 - 1 : hidden.shape[0] // 2 + 1]
+    return p, float(middle.mean())
 
-    hidden, weight = _data(7, 1000, 24, dtype, scale=4.0, seed=13)
-    z = reference_logits(hidden, weight, temperature=1.0, softcap=softcap)
-    for token in (0, 517, 999):
-        expected = torch.softmax(z, dim=-1)[:, token]
-        got = token_probability(hidden, weight, token, softcap=softcap, chunk=chunk)
-        assert got.dtype == torch.float32
-        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
+
+def _fill_case(v, d, dtype, softcap, token, n=10, seed=13):
+    """Rows pointing at `token` to different degrees, so its probability spans the threshold."""
+    hidden, weight = _data(n, v, d, dtype, scale=2.0, seed=seed)
+    hidden = (hidden.float() + weight[token].float() * torch.linspace(0.0, 2.0, n)[:, None]).to(dtype)
+    return hidden, weight
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap,chunk,token", [(CAP, 256, 0), (None, 100, 517), (CAP, 256, 999),
+                                                 (CAP, 8192, 517), (CAP, 250, 999)])
+@pytest.mark.parametrize("soft_eps", [0.0, 0.01])
+def test_fill_rule_in_the_pass_matches_reference(dtype, softcap, chunk, token, soft_eps):
+    """p(filler) at temperature 1 comes out of the head's own pass (first, middle and last chunk,
+    the last one whole or not), and the filler is banned exactly where it is below the threshold."""
+    hidden, weight = _fill_case(1000, 24, dtype, softcap, token)
+    p, threshold = _fill_threshold(hidden, weight, token, softcap)
+    rule = FillRule(token, threshold)
+    kw = _kw(softcap=softcap, temperature=0.5)
+    ref = diffusion_head(hidden, weight, impl="reference", fill=rule, **kw)
+    out = diffusion_head(hidden, weight, impl="chunked", chunk=chunk, soft_eps=soft_eps, fill=rule, **kw)
+    torch.testing.assert_close(ref.fill_probability, p)
+    assert out.fill_probability.dtype == torch.float32
+    torch.testing.assert_close(out.fill_probability, p, atol=1e-6, rtol=1e-4)
+    low = p < threshold
+    assert low.any() and (~low).any()
+    assert not (ref.argmax[low] == token).any() and (ref.argmax[~low] == token).any()
+    if soft_eps == 0:
+        _assert_close(out, ref, dtype)
+    else:
+        assert torch.equal(out.argmax, ref.argmax) and torch.equal(out.sample, ref.sample)
+        torch.testing.assert_close(out.entropy, ref.entropy, atol=1e-4, rtol=0)
+    # where the rule allows the filler it changes nothing
+    free = diffusion_head(hidden, weight, impl="chunked", chunk=chunk, soft_eps=soft_eps, **kw)
+    assert free.fill_probability is None
+    assert torch.equal(free.argmax[~low], out.argmax[~low]) and torch.equal(free.sample[~low], out.sample[~low])
+    torch.testing.assert_close(free.entropy[~low], out.entropy[~low], atol=1e-5, rtol=0)
+
+
+def test_fill_rule_keeps_other_bans_and_ties():
+    """A filler banned outright stays banned wherever the rule would allow it; a tie with a lower
+    id goes to the lower id, as in a pass in vocabulary order."""
+    hidden, weight = _fill_case(600, 16, torch.float32, CAP, 300, seed=21)
+    p, threshold = _fill_threshold(hidden, weight, 300, CAP)
+    rule = FillRule(300, threshold)
+    for extra in (dict(banned=torch.tensor([300])), dict(row_banned=torch.full((10,), 300))):
+        kw = {**_kw(temperature=0.5), **extra}
+        ref = diffusion_head(hidden, weight, impl="reference", fill=rule, **kw)
+        out = diffusion_head(hidden, weight, impl="chunked", chunk=128, fill=rule, **kw)
+        _assert_close(out, ref, torch.float32)
+        assert not (out.argmax == 300).any() and not (out.sample == 300).any()
+    tied = torch.cat([weight[:300], weight[299:300], weight[301:]])  # id 300 ties with 299 everywhere
+    ref = diffusion_head(hidden, tied, impl="reference", fill=FillRule(300, 0.0), **_kw())
+    out = diffusion_head(hidden, tied, impl="chunked", chunk=128, fill=FillRule(300, 0.0), **_kw())
+    _assert_close(out, ref, torch.float32)
+    assert not (out.argmax == 300).any()
+    with pytest.raises(ValueError, match="fill token"):
+        diffusion_head(hidden, weight, fill=FillRule(600, 0.5), **_kw())
 
 
 def test_row_banned_is_checked():
@@ -329,7 +382,7 @@ _TRITON_SCRIPT = textwrap.dedent(
     assert os.environ.get("TRITON_INTERPRET") == "1"
     import torch
     from dgls.kernels import triton_head as th
-    from dgls.kernels.diffusion_head import diffusion_head
+    from dgls.kernels.diffusion_head import FillRule, diffusion_head
     from dgls.kernels.reference import reference_logits
     assert type(th._head_kernel).__name__ == "InterpretedFunction", type(th._head_kernel)
     results = []
@@ -339,6 +392,12 @@ _TRITON_SCRIPT = textwrap.dedent(
         g = torch.Generator().manual_seed(c["seed"])
         hidden = (torch.randn(c["n"], c["d"], generator=g) * c["scale"]).to(dtype)
         weight = torch.randn(c["v"], c["d"], generator=g).to(dtype)
+        fill = None
+        if c.get("fill") is not None:  # rows pointing at the filler to different degrees; threshold in the middle
+            hidden = (hidden.float() + weight[c["fill"]].float() * torch.linspace(0, 2, c["n"])[:, None]).to(dtype)
+            p = torch.softmax(reference_logits(hidden, weight, temperature=1.0, softcap=c["cap"]), -1)[:, c["fill"]]
+            mid = p.sort().values[c["n"] // 2 - 1 : c["n"] // 2 + 1]
+            fill = FillRule(c["fill"], float(mid.mean()))
         banned = torch.tensor(c["banned"]) if c["banned"] else None
         rows = torch.tensor(c["rows"]) if c.get("rows") else None
         row_banned = torch.tensor(c["row_banned"]) if c.get("row_banned") else None
@@ -347,11 +406,13 @@ _TRITON_SCRIPT = textwrap.dedent(
             winners = winners if row_banned.dim() == 1 else winners[:, None]
             row_banned = torch.where(row_banned == -2, winners, row_banned)
         kw = dict(temperature=c["t"], softcap=c["cap"], embed_scale=1.7, seed=99, banned=banned, rows=rows,
-                  row_banned=row_banned)
+                  row_banned=row_banned, fill=fill)
         ref = diffusion_head(hidden, weight, impl="reference", **kw)
         out = diffusion_head(hidden, weight, impl="triton", soft_eps=c["eps"], **kw)
         z = reference_logits(hidden, weight, temperature=c["t"], softcap=c["cap"], banned=banned,
                              row_banned=row_banned)
+        if fill is not None:
+            z[ref.fill_probability < fill.threshold, fill.token] = float("-inf")
         zmax = z.max(dim=1).values
         picked = z.gather(1, out.argmax[:, None])[:, 0]
         results.append(dict(
@@ -366,6 +427,8 @@ _TRITON_SCRIPT = textwrap.dedent(
             soft_norm_err=float((out.soft_embedding.float() - ref.soft_embedding.float()).norm(dim=1).max()),
             e_norm=float(weight.float().norm(dim=1).max()),
             dtype_ok=out.soft_embedding.dtype == dtype,
+            fill_err=float((out.fill_probability - ref.fill_probability).abs().max()) if fill else 0.0,
+            fill_mixed=bool(fill is None or 0 < int((ref.argmax == fill.token).sum()) < c["n"]),
         ))
     print("RESULT" + json.dumps(results))
     """
@@ -396,6 +459,12 @@ TRITON_CASES = [
          row_banned=[-2, -1, 5]),
     dict(n=4, v=300, d=24, dtype="float32", scale=3.0, cap=CAP, t=0.7, banned=[], eps=0.0, seed=9,
          row_banned=[[-2, 7], [-1, -1], [3, -2], [-2, 299]]),
+    # the filler rule: in the first split, in the last tile, with bf16, with soft_eps and row bans
+    dict(n=8, v=300, d=24, dtype="float32", scale=1.0, cap=CAP, t=0.5, banned=[], eps=0.0, seed=10, fill=3),
+    dict(n=8, v=301, d=24, dtype="float32", scale=1.0, cap=None, t=0.5, banned=[0], eps=0.0, seed=11, fill=300),
+    dict(n=8, v=257, d=40, dtype="bfloat16", scale=1.0, cap=CAP, t=0.6, banned=[], eps=0.0, seed=12, fill=200),
+    dict(n=8, v=400, d=20, dtype="float32", scale=1.0, cap=CAP, t=0.5, banned=[], eps=0.01, seed=13, fill=150,
+         row_banned=[-1, 7, -1, 150, -1, -1, 9, -1]),
 ]
 
 
@@ -428,6 +497,7 @@ def test_triton_interpreter_matches_reference(triton_results, i):
     else:
         assert r["argmax_equal"]
     assert r["entropy_err"] <= 1e-4 and r["conf_err"] <= 1e-4
+    assert r["fill_err"] <= 1e-5 and r["fill_mixed"]
     if case["eps"] > 0:
         assert r["soft_norm_err"] <= 2 * case["eps"] * r["e_norm"] * 1.7 + 1e-4
     else:
