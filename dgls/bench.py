@@ -139,7 +139,7 @@ def bench_generate(hidden: int, steps: int, soft_eps: float) -> dict:
             req = InfillRequest(prefix=text, suffix="", max_tokens=48, steps=steps, seed=0)
             rows[f"engine_{label}_ms"] = round(_time(lambda e=engine, r=req: e.infill(r)), 1)
             if label == "reference":
-                prompt = [engine.special.bos, *engine._encode(text)]
+                prompt = engine.prompt_ids(text)
                 rows["generate_ms"] = round(_generate_ms(engine.model, prompt, steps), 1)
             del engine
         for label in ("reference", "fused", "fused_truncated"):
@@ -158,8 +158,7 @@ def bench_repeat(engine, steps: int) -> dict:
     first = engine.infill(req)
     edited = InfillRequest(prefix=text[:at] + "x", suffix=text[at:], doc_id="bench-5k", steps=steps, seed=0)
     repeat_ms = statistics.median([engine.infill(edited).stats.total_ms for _ in range(3)])
-    prompt_ids, _ = engine._fit_prefix(text[:at] + "x")
-    prompt = ([engine.special.bos] if engine.special.bos is not None else []) + prompt_ids
+    prompt = engine.prompt_ids(text[:at] + "x")
     generate_ms = _generate_ms(engine.model, prompt, steps)
     return {"prefix_tokens": first.stats.prefix_tokens, "first_ms": round(first.stats.total_ms, 1),
             "repeat_ms": round(repeat_ms, 1), "generate_ms": round(generate_ms, 1),
@@ -178,7 +177,7 @@ def bench_growth(steps: int) -> dict:
         text = _source_text(40000)
         rows = {}
         for tokens in (1024, 4096, 16384, 32768):
-            prefix = engine.tokenizer.decode(engine._encode(text)[:tokens])
+            prefix = engine.tokenizer.decode(engine.tokenize(text)[:tokens])
             prefix = prefix[: prefix.rfind("\n") + 1]
             engine.infill(InfillRequest(prefix=prefix, suffix="\n", doc_id=f"g{tokens}", steps=steps))
             ms = statistics.median(
@@ -197,14 +196,13 @@ def _seed_prefix_cache(engine, doc_id: str, prefix: str) -> int:
     import torch
 
     from .engine import InfillRequest
-    from .engine.canvas import encoder_ids
     from .engine.prefix_cache import PrefixEntry
 
     probe = f"{doc_id}-probe"
     engine.infill(InfillRequest(prefix="x = 1\n", suffix="\n", doc_id=probe, steps=1, max_tokens=1))
     shapes = engine.cache.lookup(probe, [])[0]
     engine.forget(probe)
-    ids = encoder_ids(engine._fit_prefix(prefix)[0], engine.special)
+    ids = engine.prompt_ids(prefix)
     gen = torch.Generator().manual_seed(0)
 
     def like(t: torch.Tensor) -> torch.Tensor:
@@ -229,7 +227,7 @@ def bench_growth_real_size(hidden: int, steps: int, layers: int = 6, repeats: in
                                     intermediate_size=hidden * 2, max_positions=40000)
         engine = Engine(str(path), head="auto", suffix_window=None, cache_mb=4096)
         text = _source_text(40000)
-        all_ids = engine._encode(text)
+        all_ids = engine.tokenize(text)
         rows: dict = {}
         for tokens in (1024, 32768):
             prefix = engine.tokenizer.decode(all_ids[:tokens])
@@ -264,18 +262,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"dgls bench: {exc}")
             return 1
         results["model"] = engine.info()
-    if "latency" in args.only:
-        results["latency"] = bench_latency(engine, args.repeats)
-    if "head" in args.only:
-        results["head"] = bench_head_section(args.hidden, args.soft_eps)
-    if "generate" in args.only:
-        results["generate"] = bench_generate(args.hidden, args.steps, args.soft_eps)
-    if "repeat" in args.only:
-        results["repeat"] = bench_repeat(engine, args.steps)
-    if "growth" in args.only:
-        results["growth"] = bench_growth(args.steps)
-    if "growth-real" in args.only:
-        results["growth_real"] = bench_growth_real_size(args.hidden, args.steps)
+    sections = {
+        "latency": lambda: bench_latency(engine, args.repeats),
+        "head": lambda: bench_head_section(args.hidden, args.soft_eps),
+        "generate": lambda: bench_generate(args.hidden, args.steps, args.soft_eps),
+        "repeat": lambda: bench_repeat(engine, args.steps),
+        "growth": lambda: bench_growth(args.steps),
+        "growth-real": lambda: bench_growth_real_size(args.hidden, args.steps),
+    }
+    results["section_seconds"] = {}
+    for name, section in sections.items():
+        if name in args.only:
+            begun = time.perf_counter()
+            results[name.replace("-", "_")] = section()
+            results["section_seconds"][name] = round(time.perf_counter() - begun, 1)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
@@ -324,7 +324,8 @@ def format_table(results: dict) -> str:
         cells = ", ".join(f"{k}: {v['ms']} ms in {v['steps']} steps" for k, v in g.items() if k.isdigit())
         lines.append(f"\nrepeat cost vs file size, real-size random model (seeded cache): {cells}; "
                      f"32k/1k = {g['ratio_32k_over_1k']}x, per step {g['per_step_ratio_32k_over_1k']}x")
-    lines.append(f"\npeak RSS {results['peak_rss_mb']} MB; bench took {results['bench_seconds']} s")
+    took = ", ".join(f"{k} {v} s" for k, v in results.get("section_seconds", {}).items())
+    lines.append(f"\npeak RSS {results['peak_rss_mb']} MB; bench took {results['bench_seconds']} s ({took})")
     return "\n".join(lines)
 
 

@@ -52,7 +52,11 @@ def default_soft_eps(vocab_size: int) -> float:
 
 
 class Engine:
-    """The resident model. One request denoises at a time; any thread may call `infill`."""
+    """The resident model. One request denoises at a time; any thread may call `infill`.
+
+    Public: `infill`, `info`, `forget`, `close`, `tokenize`, `count_tokens`, `prompt_ids`, and
+    `cache`, the per-document `PrefixCache` (benchmarks seed it; tests inspect it).
+    """
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
@@ -107,6 +111,15 @@ class Engine:
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens."""
+        return self._encode(text)
+
+    def prompt_ids(self, prefix: str) -> list[int]:
+        """The encoder prompt the engine builds for `prefix` (bos, then the prefix windowed to the
+        context), before any token-shift split: what stock `generate()` would be given."""
+        return encoder_ids(self._fit_prefix(prefix)[0], self.special)
 
     def infill(self, req: InfillRequest, cancel: threading.Event | None = None) -> InfillResult:
         """Infill one span. Blocks; returns status "cancelled" (with the best draft) when `cancel` is set."""
