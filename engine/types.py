@@ -21,7 +21,7 @@ class InfillRequest:
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
     the engine's default). `on_step(n)` hears each finished denoising step (on the worker thread;
-nothing is decoded for it).
+    nothing is decoded for it).
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
     """
