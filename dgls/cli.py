@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 # subcommand -> (module that implements it, help); each module has add_arguments(parser) and run(args)
 COMMANDS = {
@@ -23,6 +24,28 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint directory or a hub id already in the local cache (default: embedded model)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that send the model call to a vLLM server instead of loading a model here."""
+    parser.add_argument("--engine-url", default=None, metavar="URL",
+                        help="a vLLM (OpenAI-compatible) server running DiffusionGemma, e.g. http://gpu-box:8000; "
+                             "--model then names the model it serves (default: the first it lists)")
+    parser.add_argument("--engine-api-key-env", default=None, metavar="VAR",
+                        help="environment variable holding the server's API key (sent as a bearer token)")
+    parser.add_argument("--engine-allow-http", action="store_true",
+                        help="allow plain http to a server that is not on this machine (default: https only)")
+    parser.add_argument("--engine-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="longest a request to the server may take (default: 30)")
+
+
+def remote_options(args: argparse.Namespace) -> Any:
+    """The RemoteOptions the arguments ask for, or None for a model in this process."""
+    from .options import RemoteOptions
+
+    if not getattr(args, "engine_url", None):
+        return None
+    return RemoteOptions(args.engine_url, args.engine_api_key_env, args.engine_allow_http, args.engine_timeout)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

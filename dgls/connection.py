@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from lsprotocol import types as lsp
@@ -144,8 +143,7 @@ class DglsServer(LanguageServer):
         if host.key is None or key != self.shared.defaults.engine_key:
             host.configure(key)
         else:
-            model, device, dtype = host.key
-            self.settings = replace(self.settings, model=model, device=device, dtype=dtype)
+            self.settings = self.settings.with_engine_key(host.key)
 
     def _host_changed(self, state: str, message: str) -> None:
         self.post(lambda: self._on_host_state(state, message))

@@ -7,6 +7,7 @@ the host in "error" with a message the editor shows; the next configure() retrie
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from dgls.engine import EngineError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str | None, str | None, str | None]  # (model, device, dtype)
+EngineKey = tuple[str | None, str | None, str | None, Any]  # (model, device, dtype, RemoteOptions | None)
 Listener = Callable[[str, str], None]
 
 
@@ -34,6 +35,7 @@ class EngineHost:
         self._engine: Any = None
         self._key: EngineKey | None = None
         self._state, self._message = "idle", "no model loaded yet"
+        self._problem: str | None = None  # a ready engine's passing trouble (a remote server down)
         self._generation = 0
         self._users: dict[int, int] = {}  # id(engine) -> jobs using it
         self._retired: list[Any] = []
@@ -41,8 +43,20 @@ class EngineHost:
 
     @property
     def state(self) -> tuple[str, str]:
+        """(state, message); a ready engine whose last request failed reads ("error", why) until
+        one succeeds, though it keeps taking requests."""
         with self._cond:
+            if self._state == "ready" and self._problem:
+                return "error", self._problem
             return self._state, self._message
+
+    def note(self, engine: Any, problem: str | None) -> None:
+        """`engine`'s last request failed (`problem`, one line) or, with None, succeeded again."""
+        with self._cond:
+            if engine is not self._engine or problem == self._problem:
+                return
+            self._problem = problem
+        self._emit()
 
     @property
     def key(self) -> EngineKey | None:
@@ -71,7 +85,8 @@ class EngineHost:
                 return False
             self._generation += 1
             generation, self._key = self._generation, key
-            self._state, self._message = "loading", f"loading model {key[0] or '(default)'}"
+            self._state, self._message = "loading", f"loading model {_describe(key)}"
+            self._problem = None
         self._emit()
         threading.Thread(target=self._load, args=(generation, key), name="dgls-load", daemon=True).start()
         return True
@@ -83,13 +98,19 @@ class EngineHost:
             factory = self._factory
             if factory is None:
                 from dgls.engine import Engine as factory
-            model, device, dtype = key
-            engine = factory(model=model, device=device, dtype=dtype)
+            model, device, dtype, remote = key
+            if remote is not None:  # the model runs on a server: nothing to load here
+                from .remote_engine import RemoteEngine
+
+                engine = RemoteEngine(remote, model=model)
+                engine.on_problem = functools.partial(self.note, engine)
+            else:
+                engine = factory(model=model, device=device, dtype=dtype)
         except EngineError as exc:
             error = exc
         except Exception as exc:  # an unexpected failure still leaves the server serving
             log.exception("loading the model failed")
-            error = ModelLoadError(f"could not load model {key[0] or '(default)'}: {exc}")
+            error = ModelLoadError(f"could not load model {_describe(key)}: {exc}")
         seconds = time.monotonic() - started
         with self._cond:
             if generation != self._generation:  # a newer configure() won: drop this one
@@ -98,7 +119,7 @@ class EngineHost:
                 stale = self._engine
                 if error is None:
                     self._engine = engine
-                    self._state, self._message = "ready", f"model {key[0] or '(default)'} ready ({seconds:.1f}s)"
+                    self._state, self._message = "ready", f"model {_describe(key)} ready ({seconds:.1f}s)"
                 else:  # the old engine goes too: answering from a model the user replaced would mislead
                     self._engine = None
                     self._state, self._message = "error", str(error)
@@ -162,6 +183,14 @@ class EngineHost:
                 fn(state, message)
             except Exception:
                 log.exception("engine state listener failed")
+
+
+def _describe(key: EngineKey) -> str:
+    """The model as status messages name it: a path or id, or the served model and the server's URL."""
+    remote = key[3] if len(key) > 3 else None
+    if remote is not None:
+        return f"{key[0] or '(served)'} at {remote.shown_url}"
+    return key[0] or "(default)"
 
 
 def _close(engine: Any) -> None:

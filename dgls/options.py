@@ -23,7 +23,33 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "steps": ("steps", (int,), (1, 1024)),
     "debounceMs": ("debounce_ms", (int, float), (0, 10_000)),
     "logLevel": ("log_level", (str,), None),
+    "engineUrl": ("engine_url", (str,), None),
+    "engineApiKeyEnv": ("engine_api_key_env", (str,), None),
+    "engineAllowHttp": ("engine_allow_http", (bool,), None),
+    "engineTimeout": ("engine_timeout", (int, float), (0.1, 3600)),
 }
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """A vLLM (OpenAI-compatible) server that runs the model instead of this process.
+
+    `api_key_env` names the environment variable holding the bearer token (the token itself is
+    never stored in settings); `allow_http` permits plain http to a host that is not loopback;
+    `timeout` is how long to wait, in seconds, for the server's next bytes.
+    """
+
+    url: str
+    api_key_env: str | None = None
+    allow_http: bool = False
+    timeout: float = 30.0
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for messages and logs, without any user:password part."""
+        scheme, sep, rest = self.url.partition("://")
+        host, slash, path = rest.partition("/")
+        return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else self.url
 
 
 @dataclass(frozen=True)
@@ -37,11 +63,32 @@ class Settings:
     steps: int | None = None
     debounce_ms: float = 150
     log_level: str = "info"
+    engine_url: str | None = None  # a vLLM server's base URL: the model runs there
+    engine_api_key_env: str | None = None
+    engine_allow_http: bool = False
+    engine_timeout: float = 30.0
 
     @property
-    def engine_key(self) -> tuple[str | None, str | None, str | None]:
-        """What identifies a loaded engine: changing any of these reloads it."""
-        return (self.model, self.device, self.dtype)
+    def remote(self) -> RemoteOptions | None:
+        """The server to send infills to, or None for the model in this process."""
+        if not self.engine_url:
+            return None
+        return RemoteOptions(self.engine_url, self.engine_api_key_env or None, self.engine_allow_http,
+                             float(self.engine_timeout))
+
+    @property
+    def engine_key(self) -> tuple[str | None, str | None, str | None, RemoteOptions | None]:
+        """What identifies a loaded engine: changing any of these reloads it. With a remote
+        server, `model` names the model it serves (None: the first one it lists)."""
+        return (self.model, self.device, self.dtype, self.remote)
+
+    def with_engine_key(self, key: tuple) -> Settings:
+        """These settings pointed at the engine `key` identifies (a client joining the daemon's engine)."""
+        model, device, dtype, remote = key
+        fields_ = {"engine_url": None} if remote is None else {
+            "engine_url": remote.url, "engine_api_key_env": remote.api_key_env,
+            "engine_allow_http": remote.allow_http, "engine_timeout": remote.timeout}
+        return replace(self, model=model, device=device, dtype=dtype, **fields_)
 
     @property
     def log_level_no(self) -> int:
@@ -63,7 +110,7 @@ class Settings:
             if value is None or value == "":
                 changes[name] = _default(name)
                 continue
-            if isinstance(value, bool) or not isinstance(value, kinds):
+            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
                 problems.append(f"dgls.{key} should be {kinds[0].__name__}, got {value!r} (ignored)")
                 continue
             if bounds is not None and not bounds[0] <= value <= bounds[1]:

@@ -1,7 +1,8 @@
 """The worker that runs infills off the event loop, over one resident engine.
 
 The engine itself is dgls.host's `EngineHost`. `Scheduler` runs jobs one at a time on its own
-thread: a newer job for the same key (client + document) supersedes an older one, clients are served round-robin so one busy editor cannot
+thread (several at once, each on a thread of its own, for an engine with `concurrency` > 1,
+such as a remote server that batches requests): a newer job for the same key (client + document) supersedes an older one, clients are served round-robin so one busy editor cannot
 starve another, and a job may carry a `not_before` time (the debounce of automatic triggers).
 """
 
@@ -36,7 +37,8 @@ class Job:
 
 
 class Scheduler:
-    """A single worker thread: per-key supersession, round-robin between clients, debounce."""
+    """A worker thread: per-key supersession, round-robin between clients, debounce; one job at a
+    time unless the engine says it takes `concurrency` at once."""
 
     def __init__(self, host: EngineHost) -> None:
         self.host = host
@@ -44,7 +46,7 @@ class Scheduler:
         self._queues: dict[Hashable, deque[Job]] = {}
         self._order: deque[Hashable] = deque()  # clients with queued jobs, next to serve first
         self._latest: dict[Hashable, Job] = {}
-        self._running: Job | None = None
+        self._running: set[Job] = set()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="dgls-worker", daemon=True)
         self._thread.start()
@@ -122,20 +124,35 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                job, wait = self._next()
-                while job is None and not self._closed:
+                job = None
+                while not self._closed:
+                    wait = None
+                    if len(self._running) < self._capacity():
+                        job, wait = self._next()
+                        if job is not None:
+                            break
                     self._cond.wait(wait)
-                    job, wait = self._next()
                 if self._closed:
                     return
-                self._running = job
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._running = None
-                    if self._latest.get(job.key) is job:
-                        del self._latest[job.key]
+                self._running.add(job)
+            if self._capacity() > 1:  # an engine that serves requests concurrently (a remote server)
+                threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
+            else:
+                self._finish(job)
+
+    def _capacity(self) -> int:
+        """Jobs that may run at once: the engine's `concurrency` (a remote server batches them), else 1."""
+        return max(1, int(getattr(self.host.engine, "concurrency", 1) or 1))
+
+    def _finish(self, job: Job) -> None:
+        try:
+            self._run(job)
+        finally:
+            with self._cond:
+                self._running.discard(job)
+                if self._latest.get(job.key) is job:
+                    del self._latest[job.key]
+                self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
         if not job.future.set_running_or_notify_cancel():

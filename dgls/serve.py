@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .cli import add_model_arguments
+from .cli import add_model_arguments, add_remote_arguments
 from .connection import Shared
 from .handlers import create_server
 from .options import Settings
@@ -19,13 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (0: pick a free one and print it)")
     add_model_arguments(parser)
+    add_remote_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "off"],
                         help="stderr log level and the default window/logMessage level")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings, _ = Settings().merged({"model": args.model, "device": args.device, "dtype": args.dtype,
-                                     "logLevel": args.log_level})
+    settings, problems = Settings().merged({
+        "model": args.model, "device": args.device, "dtype": args.dtype, "logLevel": args.log_level,
+        "engineUrl": args.engine_url, "engineApiKeyEnv": args.engine_api_key_env,
+        "engineAllowHttp": args.engine_allow_http, "engineTimeout": args.engine_timeout})
+    for problem in problems:
+        print(f"dgls serve: {problem}", file=sys.stderr)
     return settings
 
 

@@ -36,6 +36,7 @@ class InfillRequest:
     seed_with_span: bool = False
     on_draft: Callable[[str], None] | None = None
     remask: list[tuple[int, int]] | None = None
+    language: str | None = None  # the document's language id (for prompts that name it)
 
 
 @dataclass
