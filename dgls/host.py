@@ -95,16 +95,16 @@ class EngineHost:
         started = time.monotonic()
         engine, error = None, None
         try:
-            factory = self._factory
-            if factory is None:
-                from dgls.engine import Engine as factory
             model, device, dtype, remote = key
-            if remote is not None:  # the model runs on a server: nothing to load here
+            if remote is not None:  # the model runs on a server: nothing to load here (and no torch)
                 from .remote_engine import RemoteEngine
 
                 engine = RemoteEngine(remote, model=model)
                 engine.on_problem = functools.partial(self.note, engine)
             else:
+                factory = self._factory
+                if factory is None:
+                    from dgls.engine import Engine as factory
                 engine = factory(model=model, device=device, dtype=dtype)
         except EngineError as exc:
             error = exc

@@ -283,8 +283,8 @@ def sse_events(response: http.client.HTTPResponse, endpoint: Endpoint, cancel: t
         if cancel.is_set():
             raise Cancelled()
         if not line:
-            raise RemoteError(f"the engine server at {endpoint.where} ended the stream before it was complete "
-                              "(truncated reply)")
+            raise RemoteError(f"the engine server at {endpoint.where} closed the connection mid-reply "
+                              "(truncated stream)")
         line = line.rstrip(b"\r\n")
         if line.startswith(b"data:"):
             data.append(line[5:].lstrip(b" "))

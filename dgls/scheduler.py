@@ -48,6 +48,7 @@ class Scheduler:
         self._latest: dict[Hashable, Job] = {}
         self._running: set[Job] = set()
         self._closed = False
+        host.add_listener(self._engine_changed)  # a newly ready engine may take more jobs at once
         self._thread = threading.Thread(target=self._loop, name="dgls-worker", daemon=True)
         self._thread.start()
 
@@ -92,6 +93,7 @@ class Scheduler:
             for job in list(self._latest.values()):
                 self._supersede(job)
             self._cond.notify_all()
+        self.host.remove_listener(self._engine_changed)
 
     def _supersede(self, job: Job) -> None:
         """Called with the lock held: a queued job resolves now, a running one is told to stop."""
@@ -135,10 +137,13 @@ class Scheduler:
                 if self._closed:
                     return
                 self._running.add(job)
-            if self._capacity() > 1:  # an engine that serves requests concurrently (a remote server)
-                threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
-            else:
-                self._finish(job)
+            # each job on a thread of its own, so that the loop can start the next one when the
+            # engine takes several at once (a remote server); for others the capacity check waits
+            threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
+
+    def _engine_changed(self, _state: str, _message: str) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _capacity(self) -> int:
         """Jobs that may run at once: the engine's `concurrency` (a remote server batches them), else 1."""

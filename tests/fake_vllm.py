@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class FakeVllm:
     """`with FakeVllm() as server:` serves on 127.0.0.1:`server.port` until the block ends."""
 
     def __init__(self, port: int = 0, api_key: str | None = None, model: str = MODEL,
-                 max_model_len: int = 8192) -> None:
+                 max_model_len: int = 8192, tls: tuple[str, str] | None = None) -> None:
         self.api_key, self.model, self.max_model_len = api_key, model, max_model_len
         self.default = Behaviour()
         self.script: list[Behaviour] = []
@@ -66,6 +67,12 @@ class FakeVllm:
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:  # (certificate file, key file): https on the same port
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+            self._httpd.handle_error = lambda *a: None  # a client refusing our certificate is expected
+            self.url = f"https://localhost:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
