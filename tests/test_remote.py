@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
-from fake_vllm import MODEL, Behaviour, FakeVllm
-
 from dgls.engine import EngineError, InfillRequest
 from dgls.engine.infill_prompt import HOLE
+from fake_vllm import MODEL, Behaviour, FakeVllm
+
 from dgls.host import EngineHost
 from dgls.options import RemoteOptions, Settings
 from dgls.remote_engine import RemoteEngine, clean_reply
@@ -225,3 +225,16 @@ def test_tls_is_verified_against_the_system_certificates(certificate, monkeypatc
 ])
 def test_clean_reply(reply, prefix, single, expected):
     assert clean_reply(reply, prefix, single) == expected
+
+
+def test_settings_name_the_server():
+    settings, problems = Settings().merged({"dgls": {"engineUrl": "https://gpu:8000", "engineApiKeyEnv": "TEAM_KEY",
+                                                     "engineAllowHttp": True, "engineTimeout": 12}})
+    assert problems == []
+    assert settings.remote == RemoteOptions("https://gpu:8000", "TEAM_KEY", True, 12.0)
+    assert settings.engine_key[3] == settings.remote and Settings().remote is None
+    _, problems = Settings().merged({"engineAllowHttp": "yes", "engineTimeout": 0})
+    assert len(problems) == 2  # wrong type, out of range: ignored with a warning
+    back = Settings().with_engine_key(settings.engine_key)
+    assert back.remote == settings.remote
+    assert settings.merged({"engineUrl": ""})[0].remote is None  # "" clears it: the local model again

@@ -8,10 +8,9 @@ import itertools
 import time
 
 import pytest
+from dgls.engine.infill_prompt import HOLE
 from fake_vllm import Behaviour, FakeVllm
 from lsp_client import LspClient, RpcError, pos, rng
-
-from dgls.engine.infill_prompt import HOLE
 
 _uris = itertools.count()
 TEXT = "def add(a, b):\n    return \n\n\nprint(add(1, 2))\n"
@@ -169,3 +168,15 @@ def test_several_editors_requests_go_out_together(vllm):
         assert len(chats) == 3 and all(c.received < first_done for c in chats)
     finally:
         client.close()
+
+
+def test_the_engine_url_setting(vllm):
+    """An editor can name the server in its settings (initializationOptions) instead of the command line."""
+    client = LspClient.spawn()
+    try:
+        client.initialize(options={"dgls": {"engineUrl": vllm.url, "model": "team-model", "debounceMs": 0}})
+        client.wait_status("ready", 60)
+        assert inline(client, client.open(TEXT, uri=new_uri()))
+        assert vllm.chats()[-1].body["model"] == "team-model"
+    finally:
+        assert client.close() == 0
