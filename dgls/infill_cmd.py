@@ -22,7 +22,7 @@ class InputError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
+    from .cli import add_engine_arguments, add_model_arguments
 
     parser.add_argument("file", help="the source file")
     parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor (as LSP)")
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--json", action="store_true", help="print text, range and stats as JSON")
     add_model_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def read_source(path: Path) -> str:
@@ -92,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from .options import Settings
     from .pipeline import plan_at, run_plans, snapshot
 
-    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps)
+    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps, infill_layout=args.layout)
     try:
-        engine = Engine(args.model, device=args.device, dtype=args.dtype)
+        engine = Engine(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
         plan = plan_at(doc, start, end, settings)
         results: list = []
         edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event(),

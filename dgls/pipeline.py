@@ -85,6 +85,7 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
             span=scrub(text[start:end]), doc_id=snap.doc_id,
             max_tokens=max(1, min(plan.budget, settings.max_span_tokens)), steps=settings.steps, seed=SEED,
             single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft,
+            layout=settings.infill_layout, language=snap.language_id,
         )
         result = engine.infill(req, cancel=cancel)
         if result.status != "ok" or cancel.is_set():

@@ -542,13 +542,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model path or id (default: the embedded model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: per device)")
+    from .cli import add_engine_arguments
+
+    add_engine_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "off"],
                         help="stderr log level and the default window/logMessage level")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings, _ = Settings().merged({"model": args.model, "device": args.device, "dtype": args.dtype,
-                                     "logLevel": args.log_level})
+                                     "logLevel": args.log_level, "quantize": getattr(args, "quantize", None),
+                                     "infillLayout": getattr(args, "layout", None)})
     return settings
 
 
