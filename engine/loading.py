@@ -73,9 +73,19 @@ def _hub_cache_snapshot(repo_id: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(repo_id, "config.json")
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir())
     if isinstance(found, str):
         return Path(found).parent
+    return None
+
+
+def hub_cache_dir() -> str | None:
+    """The hub cache as the environment names it now (HF_HUB_CACHE, else HF_HOME/hub), else the
+    library's default; read at each call, not once at import as huggingface_hub does."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
     return None
 
 
