@@ -86,19 +86,19 @@ def fit_chat_prompt(tokenizer, prefix: str, suffix: str, max_tokens: int, langua
     Returns (ids, prefix kept, suffix kept). Cuts are whole lines (trim_context); the room in
     characters shrinks by the measured excess until the token count fits.
     """
-    room = len(prefix) + len(suffix)
-    room = min(room, max_tokens * PRETRIM_CHARS_PER_TOKEN)
+    overhead = len(chat_ids(tokenizer, infill_messages("", "", language, single_line)))
+    if overhead >= max_tokens:
+        raise EngineError(f"the infill instruction alone does not fit the model's {max_tokens}-token context")
+    room = min(len(prefix) + len(suffix), (max_tokens - overhead) * PRETRIM_CHARS_PER_TOKEN)
     for _ in range(MAX_FIT_ROUNDS):
         kept_prefix, kept_suffix = trim_context(prefix, suffix, room)
         ids = chat_ids(tokenizer, infill_messages(kept_prefix, kept_suffix, language, single_line))
         if len(ids) <= max_tokens:
             return ids, kept_prefix, kept_suffix
         code = len(kept_prefix) + len(kept_suffix)
-        if code == 0:
-            break
-        chars_per_token = code / max(1, len(ids))
-        room = max(0, min(room, code) - int((len(ids) - max_tokens) * chars_per_token * 1.1) - 1)
-    raise EngineError(f"the infill instruction alone does not fit the model's {max_tokens}-token context")
+        code_tokens = max(1, len(ids) - overhead)
+        room = max(0, min(room - 1, int(code * (max_tokens - overhead) / code_tokens * 0.97)))
+    raise EngineError(f"could not fit the code around the gap into {max_tokens} tokens")
 
 
 # ----- the answer ---------------------------------------------------------------------------
@@ -149,11 +149,13 @@ def trim_suffix_overlap(text: str, suffix: str) -> str:
     """
     if not text or not suffix:
         return text
-    longest = min(len(text), len(suffix))
-    for k in range(longest, 0, -1):
-        if text.endswith(suffix[:k]) and (k >= MIN_OVERLAP_CHARS or k == len(suffix)) and suffix[:k].strip():
-            text = text[:-k]
-            break
+    trimmed = True
+    while trimmed:  # a model that repeats the suffix twice loses both copies
+        trimmed = False
+        for k in range(min(len(text), len(suffix)), 0, -1):
+            if text.endswith(suffix[:k]) and (k >= MIN_OVERLAP_CHARS or k == len(suffix)) and suffix[:k].strip():
+                text, trimmed = text[:-k], True
+                break
     head = [line.strip() for line in suffix.splitlines() if line.strip()][:2]
     if head and sum(len(h) for h in head) >= MIN_LINE_MATCH_CHARS:
         lines = text.splitlines(keepends=True)
