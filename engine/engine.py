@@ -58,10 +58,12 @@ class Engine:
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
                  soft_eps: float | None = None, suffix_window: int | str | None = "auto",
-                 fast_decoder: bool = True, layout: str | None = "auto", quantize: str | None = None):
+                 fast_decoder: bool = True, layout: str | None = "auto", quantize: str | None = None,
+                 loaded=None):
         if head not in HEADS:
             raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
-        loaded = load_model(model, device=device, dtype=dtype, quantize=quantize)
+        # `loaded` (a loading.LoadedModel) serves a model built in memory, e.g. the release-shapes bench
+        loaded = loaded or load_model(model, device=device, dtype=dtype, quantize=quantize)
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.path, self.name = loaded.path, loaded.name
