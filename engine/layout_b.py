@@ -38,8 +38,12 @@ _IT_NAME = re.compile(r"(^|[-_.])(it|instruct|chat)($|[-_.])")
 
 def is_instruction_tuned(name: str, config) -> bool:
     """Whether a checkpoint's name (the id or directory given, or the config's) says "-it"."""
-    candidates = [str(name or ""), str(getattr(config, "_name_or_path", "") or "")]
-    return any(_IT_NAME.search(Path(c.rstrip("/")).name.lower()) for c in candidates if c)
+    names = []
+    for candidate in (str(name or ""), str(getattr(config, "_name_or_path", "") or "")):
+        path = Path(candidate.rstrip("/"))
+        # a hub snapshot directory (.../models--org--name/snapshots/<rev>) is named by its repository
+        names.append(path.parent.parent.name if path.parent.name == "snapshots" else path.name)
+    return any(_IT_NAME.search(n.lower()) for n in names if n)
 
 
 def checkpoint_layout(config, tokenizer, name: str) -> str:

@@ -61,6 +61,8 @@ def test_layout_is_chosen_per_checkpoint(tiny_model_dir, tiny_it_dir):
     with pytest.raises(EngineError, match="auto, A or B"):
         resolve_layout("C", config, chat, "x")
     assert is_instruction_tuned("org/model-7b-instruct", config) and not is_instruction_tuned("gemma-italic", config)
+    snapshot = "/cache/models--google--diffusiongemma-26B-A4B-it/snapshots/" + "a" * 40
+    assert is_instruction_tuned(snapshot, config)  # a snapshot path passed as --model
 
 
 def test_token_layout_prompt_and_canvas(engine):
