@@ -35,6 +35,8 @@ MIN_SUFFIX_ROOM = 8
 CPU_SUFFIX_WINDOW = 16
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
+PREFIX_CHARS = 48_000  # prefixes longer than this are first cut to about this many chars,
+PREFIX_GRID = 8_192  # at a point that moves in steps of this, so a document's cache stays valid
 PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
@@ -140,12 +142,21 @@ class Engine:
 
     def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
         """Tokenize the prefix; if too long for the context, cut whole lines from the left.
+        Returns the ids and how many lines were cut.
 
         Cut points are snapped to a grid of characters (then to the next line start), so a small
         edit leaves the cut where it was and the document's prefix cache stays valid; the window
         kept is between half and all of the room. Huge prefixes are pre-trimmed the same way
-        before tokenizing, so a 50,000-line file costs no more than a short one.
+        before tokenizing (first to the last PREFIX_CHARS on a PREFIX_GRID, then to what the room
+        can use), so a 50,000-line file costs no more than a short one.
         """
+        base = _coarse_start(prefix)
+        if base:
+            ids, cut_lines = self._fit_window(prefix[base:])
+            return ids, cut_lines + prefix.count("\n", 0, base)
+        return self._fit_window(prefix)
+
+    def _fit_window(self, prefix: str) -> tuple[list[int], int]:
         room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
         start = 0
         if len(prefix) > room * PRETRIM_CHARS_PER_TOKEN:
@@ -183,7 +194,7 @@ class Engine:
         return ids
 
     def _budget(self, req: InfillRequest, span_ids: list[int]) -> int:
-        wanted = req.max_tokens or (16 if req.single_line else 32)
+        wanted = req.max_tokens or self.max_span_tokens  # the planner decides; the engine clamps
         if span_ids:
             wanted = max(wanted, len(span_ids) + 4)
         return max(1, min(wanted, self.max_span_tokens))
@@ -291,8 +302,6 @@ class Engine:
         tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special,
                              drop_fill=req.remask is not None)
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
-        if req.single_line:
-            text = text.split("\n", 1)[0]
         confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
         stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
@@ -349,6 +358,15 @@ class Engine:
     def _decode_span(self, canvas: list[int], budget: int) -> str:
         tokens = span_tokens(canvas, budget, self.special)
         return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+
+
+def _coarse_start(prefix: str) -> int:
+    """The first pre-trim of a huge prefix: a line start on a coarse grid, PREFIX_CHARS from the end."""
+    if len(prefix) <= PREFIX_CHARS:
+        return 0
+    cut = (len(prefix) - PREFIX_CHARS) // PREFIX_GRID * PREFIX_GRID
+    newline = prefix.find("\n", cut)
+    return cut if newline == -1 else newline + 1
 
 
 def _ms(since: float) -> float:
