@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 SPANS = (8, 32, 128)
 HEADROOM = 0.75  # share of free device memory the bf16 weights may take (the rest: cache, head, 4-bit copy)
@@ -91,10 +92,8 @@ def bench_release(device: str | None = None, repeats: int = 3, steps: int | None
         if not torch.cuda.is_available():
             return {"skipped": "no CUDA device: the release-shapes section runs only on a GPU"}
         device = "cuda"
-    if text is None:
-        from .bench import _source_text
-
-        text = _source_text(300)
+    if text is None:  # real code to infill around: this module's own source
+        text = Path(__file__).read_text(encoding="utf-8")
     if layers is None:
         free = torch.cuda.mem_get_info()[0] if device.startswith("cuda") else 8 * 2**30
         layers = layers_that_fit(free, widths=widths)
