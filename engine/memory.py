@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .quantize import BYTES_PER_WEIGHT
+from .quantize import quantized_bytes
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 1024 ** 3
@@ -27,6 +27,7 @@ class ParameterCounts:
     experts: int  # the part of `quantizable` in MoE experts
     kept: int  # embeddings, norms, routers, self-conditioning, vision: stay in the load dtype
     vision: int  # the part of `kept` in the vision tower
+    shapes: list[tuple[int, ...]]  # shapes of the quantizable weights
 
     @property
     def total(self) -> int:
@@ -41,6 +42,7 @@ def count_parameters(config) -> ParameterCounts:
     with torch.device("meta"):
         model = DiffusionGemmaForBlockDiffusion(config)
     quantizable = experts = kept = vision = 0
+    shapes: list[tuple[int, ...]] = []
     for name, param in model.named_parameters():  # named_parameters() yields each shared tensor once
         n = param.numel()
         if "vision" in name:
@@ -49,16 +51,18 @@ def count_parameters(config) -> ParameterCounts:
         elif ".layers." in name and (".experts." in name or (name.endswith("_proj.weight") and ".router." not in name)):
             quantizable += n
             experts += n if ".experts." in name else 0
+            shapes.append(tuple(param.shape))
         else:
             kept += n
-    return ParameterCounts(quantizable=quantizable, experts=experts, kept=kept, vision=vision)
+    return ParameterCounts(quantizable=quantizable, experts=experts, kept=kept, vision=vision, shapes=shapes)
 
 
 def weight_bytes(counts: ParameterCounts, dtype: str, quantize: str | None) -> float:
     """Bytes of weights at a load dtype, with the projections and experts quantized or not."""
     dense = DTYPE_BYTES[dtype]
-    per = BYTES_PER_WEIGHT[quantize] if quantize else dense
-    return counts.quantizable * per + counts.kept * dense
+    if not quantize:
+        return float(counts.total * dense)
+    return float(sum(quantized_bytes(shape, quantize) for shape in counts.shapes) + counts.kept * dense)
 
 
 def kv_cache_bytes(text_config, tokens: int, dtype: str) -> float:

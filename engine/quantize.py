@@ -11,7 +11,8 @@ tied parameters at the same quantized tensors. Embeddings (tied to the head the 
 read), norms, routers, self-conditioning and the unused vision tower stay in the load dtype.
 
 8-bit: `Int8WeightOnlyConfig` (per-row int8), on the CPU and on CUDA. 4-bit:
-`Int4WeightOnlyConfig` (groups of 128, tinygemm's tile-packed layout), CUDA and bf16 only: torchao
+`Int4WeightOnlyConfig` (groups of 128, tinygemm's tile-packed layout, input features padded to a
+multiple of 1024), CUDA and bf16 only: torchao
 0.18 has no CPU int4 weight-only kernel. Quantized experts run through transformers' "eager" expert
 loop (its grouped and batched matmuls do not accept torchao tensors), and the engine runs quantized
 models under `no_grad` rather than `inference_mode` (torchao's expert indexing needs it).
@@ -25,9 +26,25 @@ from .types import ModelLoadError
 
 KINDS = ("4bit", "8bit")
 INT4_GROUP = 128
+INT4_PAD_IN, INT4_PAD_OUT = 1024, 8  # tinygemm's tile layout pads input features to 1024s, outputs to 8s
 TORCHAO_SPEC = "torchao>=0.18"
-# bytes per weight, scales included (int8: one scale per row; int4: a bf16 scale and zero per group)
-BYTES_PER_WEIGHT = {"8bit": 1.0, "4bit": 0.5 + 4.0 / INT4_GROUP, "bf16": 2.0, "fp32": 4.0}
+
+
+def quantized_bytes(shape: tuple[int, ...], kind: str) -> int:
+    """Bytes one weight of `shape` ([..., out, in]) takes quantized, padding and scales included.
+
+    int8: a byte per weight and a float32 scale per row. int4: half a byte per weight of the padded
+    matrix (the release's expert width 704 pads to 1024) and a bf16 scale and zero per group of 128.
+    """
+    *lead, out_f, in_f = shape
+    batch = 1
+    for dim in lead:
+        batch *= dim
+    if kind == "8bit":
+        return batch * (out_f * in_f + out_f * 4)
+    k = -(-in_f // INT4_PAD_IN) * INT4_PAD_IN
+    n = -(-out_f // INT4_PAD_OUT) * INT4_PAD_OUT
+    return batch * (n * k // 2 + n * (k // INT4_GROUP) * 2 * 2)
 
 
 def normalize(kind: str | None) -> str | None:
