@@ -139,9 +139,13 @@ def answer_tokens(canvas: list[int], stops: set[int]) -> list[int]:
 
 
 def unfence(text: str) -> str:
-    """The code inside a Markdown fence, when the whole answer is one fenced block."""
+    """The code inside a Markdown fence: a whole fenced block, or one the canvas cut before it closed."""
     match = _FENCE.match(text)
-    return match.group(1) if match else text
+    if match:
+        return match.group(1)
+    if text.lstrip().startswith("```") and "\n" in text:  # opened, never closed within the budget
+        return text.lstrip().split("\n", 1)[1]
+    return text
 
 
 def trim_suffix_overlap(text: str, suffix: str) -> str:

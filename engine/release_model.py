@@ -226,3 +226,28 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dgls.engine.release_model OUT [--layers N] [--small] [--hub-cache DIR]`: write a
+    random-weight checkpoint of the release (for trying the engine at its shapes without the weights)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dgls.engine.release_model", description=main.__doc__)
+    parser.add_argument("out", help="directory to write")
+    parser.add_argument("--layers", type=int, default=2, help="text layers (the release has 30)")
+    parser.add_argument("--small", action="store_true", help=f"small widths for a CPU: {SMALL_WIDTHS}")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--hub-cache", default=None,
+                        help=f"also lay it out in this hub cache as {RELEASE_ID}, so --model {RELEASE_ID} finds it")
+    args = parser.parse_args(argv)
+    out = make_release_checkpoint(args.out, layers=args.layers, widths=SMALL_WIDTHS if args.small else None,
+                                  dtype=args.dtype, log=print)
+    print(f"wrote {out} ({CHANGES_FILE} lists what differs from the release)")
+    if args.hub_cache:
+        print(f"hub snapshot: {install_in_hub_cache(out, Path(args.hub_cache))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

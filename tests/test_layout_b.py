@@ -151,4 +151,5 @@ def test_finish_text_cuts_at_end_of_turn_and_unfences(engine):
     text, tokens = finish_text(tok, canvas, stops, "\n    return x\n", single_line=False)
     assert text == "x = 1" and 1 not in tokens and len(tokens) < len(canvas) - 6
     assert unfence("```python\nx = 1\n```") == "x = 1" and unfence("x = `1`") == "x = `1`"
+    assert unfence("```python\nx = 1\ny = 2") == "x = 1\ny = 2"  # the budget ended inside the fence
     assert finish_text(tok, tok("a\nb", add_special_tokens=False)["input_ids"], stops, "", True)[0] == "a"

@@ -160,3 +160,15 @@ def test_hub_layout_is_what_huggingface_hub_reads(release_small_dir, tmp_path):
     found = try_to_load_from_cache(RELEASE_ID, "model.safetensors", cache_dir=str(tmp_path / "hub"))
     assert found is not None and Path(found).parent == snapshot
     assert Path(found).resolve().parent.name == "blobs"
+
+
+def test_builder_command_writes_a_checkpoint_and_a_hub_snapshot(tmp_path, capsys):
+    from dgls.engine.release_model import main
+
+    assert main([str(tmp_path / "out"), "--small", "--layers", "1", "--dtype", "float32",
+                 "--hub-cache", str(tmp_path / "hub")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "hub snapshot" in out
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["text_config"]["layer_types"] == ["full_attention"]
+    assert (tmp_path / "hub" / "models--google--diffusiongemma-26B-A4B-it" / "refs" / "main").is_file()
