@@ -18,7 +18,7 @@ from dgls.engine import EngineError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str | None, str | None, str | None, Any]  # (model, device, dtype, RemoteOptions | None)
+EngineKey = tuple[str | None, str | None, str | None, str | None, Any]  # (model, device, dtype, quantize, RemoteOptions | None)
 Listener = Callable[[str, str], None]
 
 
@@ -95,7 +95,7 @@ class EngineHost:
         started = time.monotonic()
         engine, error = None, None
         try:
-            model, device, dtype, remote = key
+            model, device, dtype, quantize, remote = key
             if remote is not None:  # the model runs on a server: nothing to load here (and no torch)
                 from .remote_engine import RemoteEngine
 
@@ -105,7 +105,8 @@ class EngineHost:
                 factory = self._factory
                 if factory is None:
                     from dgls.engine import Engine as factory
-                engine = factory(model=model, device=device, dtype=dtype)
+                extra = {"quantize": quantize} if quantize else {}
+                engine = factory(model=model, device=device, dtype=dtype, **extra)
         except EngineError as exc:
             error = exc
         except Exception as exc:  # an unexpected failure still leaves the server serving
@@ -187,7 +188,7 @@ class EngineHost:
 
 def _describe(key: EngineKey) -> str:
     """The model as status messages name it: a path or id, or the served model and the server's URL."""
-    remote = key[3] if len(key) > 3 else None
+    remote = key[4] if len(key) > 4 else None
     if remote is not None:
         return f"{key[0] or '(served)'} at {remote.shown_url}"
     return key[0] or "(default)"

@@ -27,7 +27,10 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "engineApiKeyEnv": ("engine_api_key_env", (str,), None),
     "engineAllowHttp": ("engine_allow_http", (bool,), None),
     "engineTimeout": ("engine_timeout", (int, float), (0.1, 3600)),
+    "quantize": ("quantize", (str,), None),
+    "infillLayout": ("infill_layout", (str,), None),
 }
+CHOICES = {"quantize": ("none", "4bit", "8bit"), "infill_layout": ("auto", "A", "B")}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Settings:
     steps: int | None = None
     debounce_ms: float = 150
     log_level: str = "info"
+    quantize: str | None = None  # "4bit" / "8bit" (engine/quantize.py); None: the load dtype
+    infill_layout: str = "auto"  # "A", "B" or "auto" (the checkpoint's; engine/layout_b.py)
     engine_url: str | None = None  # a vLLM server's base URL: the model runs there
     engine_api_key_env: str | None = None
     engine_allow_http: bool = False
@@ -77,18 +82,18 @@ class Settings:
                              float(self.engine_timeout))
 
     @property
-    def engine_key(self) -> tuple[str | None, str | None, str | None, RemoteOptions | None]:
+    def engine_key(self) -> tuple[str | None, str | None, str | None, str | None, RemoteOptions | None]:
         """What identifies a loaded engine: changing any of these reloads it. With a remote
         server, `model` names the model it serves (None: the first one it lists)."""
-        return (self.model, self.device, self.dtype, self.remote)
+        return (self.model, self.device, self.dtype, self.quantize, self.remote)
 
     def with_engine_key(self, key: tuple) -> Settings:
         """These settings pointed at the engine `key` identifies (a client joining the daemon's engine)."""
-        model, device, dtype, remote = key
+        model, device, dtype, quantize, remote = key
         fields_ = {"engine_url": None} if remote is None else {
             "engine_url": remote.url, "engine_api_key_env": remote.api_key_env,
             "engine_allow_http": remote.allow_http, "engine_timeout": remote.timeout}
-        return replace(self, model=model, device=device, dtype=dtype, **fields_)
+        return replace(self, model=model, device=device, dtype=dtype, quantize=quantize, **fields_)
 
     @property
     def log_level_no(self) -> int:
@@ -119,6 +124,11 @@ class Settings:
             if name == "log_level" and value.lower() not in LOG_LEVELS:
                 problems.append(f"dgls.logLevel must be one of {', '.join(LOG_LEVELS)} (ignored)")
                 continue
+            if name in CHOICES:
+                value = _choice(name, value)
+                if value is None:
+                    problems.append(f"dgls.{key} must be one of {', '.join(CHOICES[name])} (ignored)")
+                    continue
             changes[name] = value.lower() if name == "log_level" else value
         return replace(self, **changes), problems
 
@@ -132,6 +142,14 @@ def section_of(data: Any) -> dict[str, Any] | None:
         return inner
     if any(key in _KEYS for key in data):
         return data
+    return None
+
+
+def _choice(name: str, value: str) -> str | None:
+    """A CHOICES value in its canonical spelling ("none" quantization is None), or None if invalid."""
+    for choice in CHOICES[name]:
+        if value.strip().lower() == choice.lower():
+            return None if (name, choice) == ("quantize", "none") else choice
     return None
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .cli import add_model_arguments, add_remote_arguments
+from .cli import add_engine_arguments, add_model_arguments, add_remote_arguments
 from .connection import Shared
 from .handlers import create_server
 from .options import Settings
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (0: pick a free one and print it)")
     add_model_arguments(parser)
+    add_engine_arguments(parser)
     add_remote_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "off"],
                         help="stderr log level and the default window/logMessage level")
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings, problems = Settings().merged({
         "model": args.model, "device": args.device, "dtype": args.dtype, "logLevel": args.log_level,
+        "quantize": getattr(args, "quantize", None), "infillLayout": getattr(args, "layout", None),
         "engineUrl": args.engine_url, "engineApiKeyEnv": args.engine_api_key_env,
         "engineAllowHttp": args.engine_allow_http, "engineTimeout": args.engine_timeout})
     for problem in problems:

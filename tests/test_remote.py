@@ -232,7 +232,7 @@ def test_settings_name_the_server():
                                                      "engineAllowHttp": True, "engineTimeout": 12}})
     assert problems == []
     assert settings.remote == RemoteOptions("https://gpu:8000", "TEAM_KEY", True, 12.0)
-    assert settings.engine_key[3] == settings.remote and Settings().remote is None
+    assert settings.engine_key[-1] == settings.remote and Settings().remote is None
     _, problems = Settings().merged({"engineAllowHttp": "yes", "engineTimeout": 0})
     assert len(problems) == 2  # wrong type, out of range: ignored with a warning
     back = Settings().with_engine_key(settings.engine_key)
