@@ -103,7 +103,11 @@ class RemoteEngine:
 
     def infill(self, req: InfillRequest, cancel: threading.Event | None = None) -> InfillResult:
         """One infill from the server. Blocks; status "cancelled" when `cancel` is set, "error" (with
-        the reason logged and reported) when the server gives no usable answer."""
+        the reason logged and reported) when the server gives no usable answer.
+
+        Stats: `encode_ms` is the time to the first text, `denoise_ms` the time waiting on the
+        server (request sent to last byte), `total_ms` the whole call; tokens are the server's count.
+        """
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         stats = InfillStats(head="remote", canvas_length=self.canvas_length)
