@@ -31,7 +31,7 @@ from dgls.engine import EngineError, InfillRequest, InfillResult, InfillStats
 from dgls.engine.infill_prompt import HOLE, infill_messages, trim_context
 
 from .options import RemoteOptions
-from .remote_http import Cancelled, Endpoint, RemoteError, exchange, read_json, sse_events
+from .remote_http import Cancelled, Endpoint, Pool, RemoteError, exchange, read_json, sse_events
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class RemoteEngine:
         self.max_model_len: int | None = None
         self.on_problem: Callable[[str | None], None] | None = None
         self._lock = threading.Lock()
+        self._pool = Pool(CONCURRENCY)  # keep-alive connections: no new TLS handshake per keystroke
 
     # ----- the engine surface ---------------------------------------------------------------------
     def info(self) -> dict:
@@ -83,14 +84,15 @@ class RemoteEngine:
         """Nothing to drop: the server keeps its own prefix cache."""
 
     def close(self) -> None:
-        """Nothing to close: every request opens and closes its own connection."""
+        """Close the idle keep-alive connections."""
+        self._pool.close()
 
     def served_model(self, cancel: threading.Event | None = None) -> str:
         """The model to ask for: the one named in the settings, else the first one `/v1/models` lists."""
         with self._lock:
             if self.model_name:
                 return self.model_name
-        with exchange(self.endpoint, "GET", MODELS_PATH, None, cancel or threading.Event()) as response:
+        with exchange(self.endpoint, "GET", MODELS_PATH, None, cancel or threading.Event(), self._pool) as response:
             data = read_json(response, self.endpoint, cancel or threading.Event())
         models = data.get("data") if isinstance(data, dict) else None
         if not isinstance(models, list) or not models or not isinstance(models[0], dict) or "id" not in models[0]:
@@ -164,7 +166,7 @@ class RemoteEngine:
         sent = time.perf_counter()
         parts: list[str] = []
         usage: dict = {}
-        with exchange(self.endpoint, "POST", CHAT_PATH, body, cancel) as response:
+        with exchange(self.endpoint, "POST", CHAT_PATH, body, cancel, self._pool) as response:
             if "text/event-stream" not in (response.getheader("Content-Type") or ""):
                 data = read_json(response, self.endpoint, cancel)  # a server that does not stream
                 parts.append(self._message_text(data))

@@ -118,36 +118,97 @@ def _safe(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}" if parts.username or parts.password else url
 
 
+class Pool:
+    """Idle keep-alive connections to one server, so that a request need not pay for a new TCP and
+    TLS handshake. A connection goes back only after a reply read to its end; never after a
+    cancel, a timeout or an error (those close it)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> http.client.HTTPConnection | None:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def give(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
 @contextmanager
-def exchange(endpoint: Endpoint, method: str, path: str, body: dict | None,
-             cancel: threading.Event) -> Iterator[http.client.HTTPResponse]:
+def exchange(endpoint: Endpoint, method: str, path: str, body: dict | None, cancel: threading.Event,
+             pool: Pool | None = None) -> Iterator[http.client.HTTPResponse]:
     """Send one request and yield its response (status already checked: >= 400 raises RemoteError).
 
     Reads from the response inside the block may raise; wrap them with `failure()`. Setting
     `cancel` shuts the socket down within CANCEL_POLL_S, and so does the request running past
-    `endpoint.timeout` in all (then the block's error becomes a timeout); leaving the block closes it.
+    `endpoint.timeout` in all (then the block's error becomes a timeout). Leaving the block closes
+    the connection, or hands it back to `pool` when the reply was read to its end.
     """
     data = None if body is None else json.dumps(body).encode()
-    conn = endpoint.connection()
     watch = _Watch(cancel, time.monotonic() + endpoint.timeout)
+    conn, reusable = None, False
     try:
-        try:
-            conn.connect()
-            conn.sock.settimeout(endpoint.timeout)
-            watch.start(conn.sock)
-            conn.request(method, endpoint.base_path + path, body=data, headers=endpoint.headers(data))
-            response = conn.getresponse()
-        except Exception as exc:
-            raise watch.translate(failure(exc, endpoint, cancel), endpoint) from None
+        conn, response = _send(endpoint, method, path, data, cancel, pool, watch)
         if response.status >= 400:
             raise watch.translate(status_error(response, endpoint, cancel), endpoint)
         try:
             yield response
         except RemoteError as exc:
             raise watch.translate(exc, endpoint) from None
+        reusable = pool is not None and _drained(response)
     finally:
         watch.done.set()
-        conn.close()
+        if conn is not None:
+            if reusable and not cancel.is_set() and not watch.expired:
+                pool.give(conn)
+            else:
+                conn.close()
+
+
+def _send(endpoint: Endpoint, method: str, path: str, data: bytes | None, cancel: threading.Event,
+          pool: Pool | None, watch: _Watch) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Connect (or reuse an idle connection; one the server closed meanwhile is replaced once) and send."""
+    while True:
+        conn = pool.take() if pool is not None else None
+        reused = conn is not None
+        conn = conn or endpoint.connection()
+        try:
+            if not reused:
+                conn.connect()
+            conn.sock.settimeout(endpoint.timeout)
+            watch.start(conn.sock)
+            conn.request(method, endpoint.base_path + path, body=data, headers=endpoint.headers(data))
+            return conn, conn.getresponse()
+        except Exception as exc:
+            conn.close()
+            if reused and isinstance(exc, _STALE) and not cancel.is_set():
+                continue  # the server dropped the idle connection: nothing was processed, send again
+            raise watch.translate(failure(exc, endpoint, cancel), endpoint) from None
+
+
+def _drained(response: http.client.HTTPResponse) -> bool:
+    """Whether the reply was read to its end (a stream's closing chunk included) on a keep-alive connection."""
+    try:
+        while not response.isclosed() and response.read(65536):
+            pass
+    except Exception:
+        return False
+    return response.isclosed() and not response.will_close
 
 
 class _Watch:

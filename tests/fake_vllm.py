@@ -50,6 +50,7 @@ class Seen:
     received: float
     served_ms: float | None = None  # from the whole request read to the last byte written
     disconnected: float | None = None  # when the server noticed the client had gone
+    peer: tuple = ()  # the client's address: one per connection
 
 
 class FakeVllm:
@@ -59,6 +60,7 @@ class FakeVllm:
                  max_model_len: int = 8192, tls: tuple[str, str] | None = None) -> None:
         self.api_key, self.model, self.max_model_len = api_key, model, max_model_len
         self.default = Behaviour()
+        self.drop_idle = False  # close each connection after its reply, as a server's idle timeout would
         self.script: list[Behaviour] = []
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
@@ -136,7 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers --------------------------------------------------------------------------
     def _record(self, body: Any) -> Seen:
-        seen = Seen(self.command, self.path, dict(self.headers.items()), body, time.monotonic())
+        seen = Seen(self.command, self.path, dict(self.headers.items()), body, time.monotonic(),
+                    peer=self.client_address)
         self.fake.requests.append(seen)
         return seen
 
@@ -209,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
             seen.disconnected = seen.disconnected or time.monotonic()
         else:
             seen.served_ms = (time.monotonic() - seen.received) * 1000
+        if self.fake.drop_idle:  # without saying so (no Connection: close), like an idle timeout
+            self.close_connection = True
 
     def _answer(self, how: Behaviour, body: Any, seen: Seen) -> None:
         if how.kind == "drop":

@@ -111,7 +111,7 @@ def test_api_key_goes_in_the_header_only(server, caplog):
 def test_each_failure_is_one_line_and_an_empty_answer(server, how, expected):
     server.script = [how]
     problems: list = []
-    engine = engine_for(server)
+    engine = engine_for(server, model="m")  # the first request on a fresh connection (a reused one is retried)
     engine.on_problem = problems.append
     result = engine.infill(request())
     assert (result.status, result.text) == ("error", "")
@@ -121,7 +121,7 @@ def test_each_failure_is_one_line_and_an_empty_answer(server, how, expected):
     assert problems == [problem, None]
     with pytest.raises(EngineError, match="HTTP|closed|truncated|malformed|mid-reply"):
         server.script = [how]
-        engine_for(server, raise_errors=True).infill(request())  # the command line raises instead
+        engine_for(server, model="m", raise_errors=True).infill(request())  # the command line raises instead
 
 
 def test_refused_connection_and_timeout_do_not_hang(server):
@@ -238,3 +238,22 @@ def test_settings_name_the_server():
     back = Settings().with_engine_key(settings.engine_key)
     assert back.remote == settings.remote
     assert settings.merged({"engineUrl": ""})[0].remote is None  # "" clears it: the local model again
+
+
+def test_connections_are_kept_alive_and_a_dropped_one_is_replaced(server):
+    engine = engine_for(server)
+    for _ in range(4):
+        assert engine.infill(request()).status == "ok"
+    assert len({r.peer for r in server.requests}) == 1  # one connection for /v1/models and four infills
+    server.drop_idle = True  # the server now closes each connection after its reply
+    for _ in range(3):
+        assert engine.infill(request()).text == "a + b"  # the stale idle connection is replaced, once
+    assert len({r.peer for r in server.requests[5:]}) == 3
+    server.drop_idle = False
+    server.script = [Behaviour(delay=30)]
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    assert engine.infill(request(), cancel=cancel).status == "cancelled"
+    assert engine.infill(request()).status == "ok"  # a cancelled request's connection is not reused
+    assert server.requests[-1].peer != server.requests[-2].peer
+    engine.close()
