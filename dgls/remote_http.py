@@ -190,6 +190,7 @@ def _send(endpoint: Endpoint, method: str, path: str, data: bytes | None, cancel
         try:
             if not reused:
                 conn.connect()
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait on small writes
             conn.sock.settimeout(endpoint.timeout)
             watch.start(conn.sock)
             conn.request(method, endpoint.base_path + path, body=data, headers=endpoint.headers(data))

@@ -127,6 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as uvicorn (asyncio) does
         self.fake.track(self.connection, True)
 
     def finish(self) -> None:
