@@ -23,6 +23,9 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "steps": ("steps", (int,), (1, 1024)),
     "debounceMs": ("debounce_ms", (int, float), (0, 10_000)),
     "logLevel": ("log_level", (str,), None),
+    "threads": ("threads", (int,), (0, 256)),
+    "deadlineMs": ("deadline_ms", (int, float), (1, 600_000)),
+    "commandDeadlineMs": ("command_deadline_ms", (int, float), (1, 3_600_000)),
 }
 
 
@@ -37,6 +40,9 @@ class Settings:
     steps: int | None = None
     debounce_ms: float = 150
     log_level: str = "info"
+    threads: int = 0  # CPU threads for the engine; 0: measured default (dgls.threads)
+    deadline_ms: float = 3000  # inline completion and completion answer by then (best draft or nothing)
+    command_deadline_ms: float = 15000  # the same for code actions' commands
 
     @property
     def engine_key(self) -> tuple[str | None, str | None, str | None]:

@@ -14,6 +14,8 @@ from typing import Any
 
 from dgls.engine import InfillRequest
 
+from . import threads
+from .deadline import past
 from .documents import MAX_TREE_CHARS, Document, scrub
 from .edits import Edit
 from .options import Settings
@@ -71,29 +73,36 @@ def holes_in(doc: Document, start: int, end: int, settings: Settings) -> list[An
 
 def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings, cancel: threading.Event,
               rewrite: bool = False, on_draft: Callable[[str], None] | None = None,
-              results: list | None = None) -> list[Edit] | None:
+              results: list | None = None, deadline: float | None = None) -> list[Edit] | None:
     """Fill each planned span in order (later holes see earlier fills); None when cancelled.
 
     `results`, when given, receives each span's engine InfillResult (stats for `dgls infill --json`).
+    At `deadline` (monotonic) the engine stops: its last draft is kept if it keeps the file
+    parsing (no repair is tried), and the spans not reached yet are left as they are.
     """
+    threads.use(settings.threads, engine)
     text, shift, edits = snap.text, 0, []
     for plan in sorted(plans, key=lambda p: p.start):
+        if past(deadline):
+            break
         start, end = plan.start + shift, plan.end + shift
         cut = _prefix_cut(text, start)
         req = InfillRequest(
             prefix=scrub(text[cut:start]), suffix=scrub(text[end:end + SUFFIX_CHARS]),
             span=scrub(text[start:end]), doc_id=snap.doc_id,
             max_tokens=max(1, min(plan.budget, settings.max_span_tokens)), steps=settings.steps, seed=SEED,
-            single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft,
+            single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft, deadline=deadline,
         )
         result = engine.infill(req, cancel=cancel)
-        if result.status != "ok" or cancel.is_set():
+        if result.status not in ("ok", "deadline") or cancel.is_set():
             return None
         if results is not None:
             results.append(result)
         filled = _choose(engine, req, result.text, plan, text, snap.language_id, cancel)
         if filled is None:
             return None
+        if result.status == "deadline" and not filled:
+            break  # nothing usable by the deadline: leave this span (a selection stays as it was)
         edits.append(Edit(plan.start, plan.end, filled))
         text = text[:start] + filled + text[end:]
         shift += len(filled) - (plan.end - plan.start)
@@ -128,10 +137,13 @@ def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, lan
         out = []
         for attempt in (replace(req, span=candidate, remask=bad, seed_with_span=False, on_draft=None),
                         replace(req, seed=(req.seed or 0) + 1, on_draft=None)):
+            if past(req.deadline):
+                break
             result = engine.infill(attempt, cancel=cancel)
-            if result.status == "ok":
+            if result.status in ("ok", "deadline") and result.text:
                 out.append(result.text)
         return out
 
-    choice = choose_infill([raw], plan, text, language_id, repair=repair)
+    choice = choose_infill([raw], plan, text, language_id, repair=None if past(req.deadline) else repair)
     return None if cancel.is_set() else choice.text
+

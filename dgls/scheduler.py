@@ -20,6 +20,8 @@ from typing import Any
 
 from dgls.engine import EngineError, ModelLoadError
 
+from .logroute import owned_by
+
 log = logging.getLogger(__name__)
 
 EngineKey = tuple[str | None, str | None, str | None]  # (model, device, dtype)
@@ -229,6 +231,13 @@ class Scheduler:
             if job is not None:
                 self._supersede(job)
 
+    def drop(self, job: Job) -> None:
+        """Stop one job (its request was answered without it, e.g. at its deadline)."""
+        with self._cond:
+            if self._latest.get(job.key) is job:
+                del self._latest[job.key]
+            self._supersede(job)
+
     def cancel_client(self, client: Hashable) -> None:
         """Drop every job of a client that went away."""
         with self._cond:
@@ -311,7 +320,8 @@ class Scheduler:
             job.future.set_exception(exc)
             return
         try:
-            job.future.set_result(job.work(engine, job.cancel))
+            with owned_by(job.client):  # its log records go to its own editor only
+                job.future.set_result(job.work(engine, job.cancel))
         except BaseException as exc:
             job.future.set_exception(exc)
         finally:

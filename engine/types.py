@@ -23,6 +23,8 @@ class InfillRequest:
     the engine's default). `on_draft` receives the whole span text after every denoising step.
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
+    `deadline` (a `time.monotonic()` value) stops the work there: the result then has status
+    "deadline" and carries the draft of the last finished step ("" if none finished).
     """
 
     prefix: str
@@ -36,6 +38,7 @@ class InfillRequest:
     seed_with_span: bool = False
     on_draft: Callable[[str], None] | None = None
     remask: list[tuple[int, int]] | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -67,7 +70,8 @@ class InfillStats:
 
 @dataclass
 class InfillResult:
-    """The infill text with per-token confidence; `status` is "ok" or "cancelled"."""
+    """The infill text with per-token confidence; `status` is "ok", "cancelled" (the best draft so
+    far) or "deadline" (cut by the request's deadline: the best draft so far)."""
 
     text: str
     status: str = "ok"
