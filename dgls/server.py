@@ -34,7 +34,8 @@ from pygls.protocol.language_server import lsp_method
 
 from dgls.engine import EngineError
 
-from . import pipeline
+from . import deadline as deadlines
+from . import logroute, pipeline, privacy
 from .documents import UTF8, UTF16, UTF32, DocumentStore, PositionError
 from .edits import completion_item, inline_items, workspace_edit
 from .options import SECTION, Settings, section_of
@@ -139,6 +140,7 @@ class DglsServer(LanguageServer):
         self._inflight = 0
         self._load_done: asyncio.Event | None = None
         self._log_handler = _LspLogHandler(self)
+        self._log_context = logroute.context_for(self.client_id)  # what runs on our loop logs as ours
         shared.host.add_listener(self._host_changed)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class DglsServer(LanguageServer):
         """Errors outside a request go to the log, not to pop-ups (showMessage is for fatal ones);
         a failed request was answered with its error already."""
         if source is not FeatureRequestError:
-            log.warning("%s", error)
+            log.warning("%s", privacy.describe(error, debug=self.settings.log_level == "debug"))
 
     def post(self, fn: Callable[[], Any]) -> None:
         """Run `fn` on this connection's event loop (safe from any thread)."""
@@ -154,7 +156,7 @@ class DglsServer(LanguageServer):
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(fn)
+            loop.call_soon_threadsafe(fn, context=self._log_context)
         except RuntimeError:
             pass
 
@@ -244,24 +246,31 @@ class DglsServer(LanguageServer):
     # -- running infills ---------------------------------------------------------------------
     async def infill(self, uri: str, plans: list[Any], *, rewrite: bool = False, delay: float = 0.0,
                      kind: str = "suggest", progress: _Progress | None = None) -> tuple[Any, list] | None:
-        """Run the plans on the worker; None when superseded or the document moved on meanwhile."""
+        """Run the plans on the worker; None when superseded, past the deadline with nothing, or
+        the document moved on meanwhile."""
+        arrived = time.monotonic()
         doc = self.docs.get(uri)
         if doc is None or not plans:
             return None
         snap = pipeline.snapshot(doc, self.doc_id(uri))
         settings = self.settings
         on_draft = progress.draft_reporter() if progress is not None else None
+        deadline = deadlines.deadline_for(settings, kind, arrived)
 
         def work(engine: Any, cancel: threading.Event) -> Any:
-            return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_draft=on_draft)
+            return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_draft=on_draft,
+                                      deadline=deadline)
 
         job = self.shared.scheduler.submit(self.client_id, (self.client_id, uri, kind), work, delay=delay)
         self._busy(+1)
         try:
-            edits = await asyncio.wrap_future(job.future)
+            edits = await deadlines.await_job(job, deadline, self.shared.scheduler.drop)
         except asyncio.CancelledError:  # $/cancelRequest: stop the denoising loop too
             job.cancel.set()
             raise
+        except deadlines.DeadlineExceeded:
+            log.info("%s: no answer by the %.0f ms deadline", kind, (deadline - arrived) * 1000)
+            return None
         except Superseded:
             return None
         except EngineError as exc:
@@ -271,6 +280,9 @@ class DglsServer(LanguageServer):
         current = self.docs.get(uri)
         if edits is None or job.cancel.is_set() or current is not doc or current.version != snap.version:
             return None
+        if deadlines.past(deadline):
+            log.info("%s: stopped at the %.0f ms deadline (%s)", kind, (deadline - arrived) * 1000,
+                     "best draft kept" if edits else "no draft kept the file parsing")
         return doc, edits
 
     def _busy(self, delta: int) -> None:
@@ -318,6 +330,7 @@ class _LspLogHandler(logging.Handler):
     def __init__(self, ls: DglsServer) -> None:
         super().__init__(ls.settings.log_level_no)
         self.ls = ls
+        self.addFilter(logroute.OwnerFilter(ls.client_id))  # a daemon's other editors' records are not ours
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -538,17 +551,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `dgls serve`."""
     parser.add_argument("--tcp", action="store_true", help="serve LSP over TCP (several editors share one engine)")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default: loopback only)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow --host to be a non-loopback address (clients still need the token)")
+    parser.add_argument("--token-file", default=None,
+                        help="where to write the daemon's token (default: $XDG_RUNTIME_DIR/dgls/daemon-PORT.token)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (0: pick a free one and print it)")
     parser.add_argument("--model", default=None, help="model path or id (default: the embedded model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: per device)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for the engine (default 0: measured per model size, see dgls.threads)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "off"],
                         help="stderr log level and the default window/logMessage level")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings, _ = Settings().merged({"model": args.model, "device": args.device, "dtype": args.dtype,
-                                     "logLevel": args.log_level})
+                                     "logLevel": args.log_level, "threads": args.threads})
     return settings
 
 
@@ -557,6 +576,8 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(Settings(log_level=level).log_level_no)
+    if level != "debug":
+        handler.addFilter(privacy.HideMessageData())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
@@ -571,7 +592,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tcp:
         from .daemon import serve_forever
 
-        return serve_forever(shared, args.host, args.port)
+        return serve_forever(shared, args.host, args.port, args.allow_remote, args.token_file)
     ls = create_server(shared)
     try:
         ls.start_io()
