@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def _p95(values: list[float]) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop the server and busy loops
     items = held_out_items(args.n, args.seed)
     configs = itertools.product([int(t) for t in args.threads.split(",")], args.wait.split(","),
                                 [int(b) for b in args.busy.split(",")])

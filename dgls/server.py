@@ -562,7 +562,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: per device)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for the engine (default 0: measured per model size, see dgls.threads)")
+                        help="CPU threads for the engine (default 0: every core up to 4, see dgls.threads)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "off"],
                         help="stderr log level and the default window/logMessage level")
 

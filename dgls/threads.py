@@ -7,10 +7,11 @@ wait policy is read once, when the OpenMP runtime starts (the first torch op), s
 runs in the `dgls` entry point before anything imports torch. The thread count can change later,
 but torch keeps it per thread: `use()` sets it in the thread that runs the engine (the worker).
 
-Measured with `dgls latency` (see README: Threads): for the small embedded model one thread is
-as fast as two on a quiet machine and does not slow down beside a busy process, so `auto` picks
-one thread for models below AUTO_ONE_THREAD_PARAMS parameters and up to MAX_AUTO_THREADS
-(passive waiting) for larger ones.
+Measured with `dgls latency` on the embedded model (2-core machine, load 7-8 from other jobs;
+held-out single lines through `dgls serve`, p50/p95): 2 threads passive 2.2/5.5 s, 1 thread
+passive 5.0/10.4 s, 1 thread active 4.4/7.9 s, 2 threads active 8.5/21.6 s. Spinning is the
+harm, not the threads: with passive waiting every core helps, so `auto` is all cores up to
+MAX_AUTO_THREADS (larger models were not measured; the cap bounds what they may take).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 DEFAULT_WAIT_POLICY = "PASSIVE"
-AUTO_ONE_THREAD_PARAMS = 50_000_000  # below this, parallel matmuls cost more than they save
 MAX_AUTO_THREADS = 4
 
 _local = threading.local()
@@ -57,11 +57,9 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def auto_threads(parameters: int, available: int | None = None) -> int:
-    """The measured default: one thread for small models, more (bounded) for large ones."""
+def auto_threads(available: int | None = None) -> int:
+    """The measured default: every core this process may use, up to MAX_AUTO_THREADS."""
     available = cores() if available is None else available
-    if parameters < AUTO_ONE_THREAD_PARAMS:
-        return 1
     return max(1, min(available, MAX_AUTO_THREADS))
 
 
@@ -71,15 +69,7 @@ def resolve(setting: int, engine: Any) -> int:
         return setting
     if not str(getattr(engine, "device", "cpu")).startswith("cpu"):
         return 0
-    parameters = getattr(engine, "parameter_count", None)
-    if parameters is None:
-        model = getattr(engine, "model", None)
-        parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
-        try:
-            engine.parameter_count = parameters
-        except AttributeError:
-            pass
-    return auto_threads(parameters)
+    return auto_threads()
 
 
 def use(setting: int, engine: Any) -> int:

@@ -13,9 +13,9 @@ import torch
 from dgls import threads
 
 
-class _Model:  # what `threads.resolve` reads of an engine: its device and size
-    def __init__(self, parameters: int, device: str = "cpu") -> None:
-        self.parameter_count, self.device = parameters, device
+class _Model:  # what `threads.resolve` reads of an engine: its device
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
 
 
 def test_prepare_sets_passive_waiting_unless_the_user_chose():
@@ -37,12 +37,13 @@ def test_threads_are_read_from_the_raw_command_line():
     assert threads.threads_from_argv(["serve"]) is None
 
 
-def test_auto_is_one_thread_for_small_models_and_bounded_for_large():
-    assert threads.auto_threads(4_800_000, available=16) == 1
-    assert threads.auto_threads(270_000_000, available=2) == 2
-    assert threads.auto_threads(26_000_000_000, available=64) == threads.MAX_AUTO_THREADS
-    assert threads.resolve(3, _Model(10)) == 3  # an explicit setting wins
-    assert threads.resolve(0, _Model(10**9, device="cuda")) == 0  # a GPU engine: torch left alone
+def test_auto_is_every_core_up_to_a_bound():
+    assert threads.auto_threads(available=1) == 1
+    assert threads.auto_threads(available=2) == 2
+    assert threads.auto_threads(available=64) == threads.MAX_AUTO_THREADS
+    assert threads.resolve(3, _Model()) == 3  # an explicit setting wins
+    assert threads.resolve(0, _Model()) == threads.auto_threads()
+    assert threads.resolve(0, _Model(device="cuda")) == 0  # a GPU engine: torch left alone
 
 
 def test_use_sets_the_count_in_the_calling_thread_only():
@@ -50,15 +51,15 @@ def test_use_sets_the_count_in_the_calling_thread_only():
     main_before = torch.get_num_threads()
 
     def worker() -> None:
-        threads.use(2, _Model(10))
+        threads.use(2, _Model())
         seen["worker"] = torch.get_num_threads()
-        threads.use(0, _Model(10))  # auto for a small model
-        seen["auto"] = torch.get_num_threads()
+        threads.use(1, _Model())
+        seen["one"] = torch.get_num_threads()
 
     t = threading.Thread(target=worker)
     t.start()
     t.join()
-    assert seen == {"worker": 2, "auto": 1}
+    assert seen == {"worker": 2, "one": 1}
     assert torch.get_num_threads() == main_before
 
 
