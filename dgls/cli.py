@@ -10,12 +10,12 @@ from . import threads
 
 # subcommand -> (module that implements it, help); each module has add_arguments(parser) and run(args)
 COMMANDS = {
-    "serve": ("dgls.server", "run the language server (stdio, or --tcp for a shared daemon)"),
+    "serve": ("dgls.serve", "run the language server (stdio, or --tcp for a shared daemon)"),
     "infill": ("dgls.infill_cmd", "infill one span of a file and print the result"),
     "bench": ("dgls.bench", "measure speed and memory against the stock generate() baseline"),
     "doctor": ("dgls.doctor", "check the environment, device, model and grammars"),
-    "train": ("dgls.engine.train.train", "train the embedded default model (resumable)"),
-    "eval": ("dgls.engine.train.evaluate", "run the held-out infill sets against baselines"),
+    "train": ("dgls.engine.train.command", "train the embedded default model (resumable)"),
+    "eval": ("dgls.evaluation.evaluate", "run the held-out infill sets against baselines"),
     "connect": ("dgls.connect", "bridge stdio to a running `dgls serve --tcp` daemon (editors' command)"),
     "latency": ("dgls.latency", "measure inline completion latency through `dgls serve`, quiet or busy"),
 }

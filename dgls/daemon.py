@@ -19,8 +19,9 @@ from pathlib import Path
 from pygls.io_ import run_async
 
 from . import auth
+from .connection import Shared
+from .handlers import create_server
 from .logroute import CLIENT
-from .server import Shared, create_server
 
 log = logging.getLogger("dgls.daemon")
 

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         _line(True, "model", f"{path} ({info['parameters'] / 1e6:.1f}M parameters, {info['dtype']}, "
                              f"loaded in {time.perf_counter() - started:.1f}s)")
         if not args.no_infill:
-            res = engine.infill(InfillRequest(prefix="def square(x):\n    return ", suffix="\n", single_line=True))
+            res = engine.infill(InfillRequest(prefix="def square(x):\n    return ", suffix="\n", single_line=True,
+                                              max_tokens=16))
             _line(res.status == "ok", "infill", f"{res.text!r} in {res.stats.total_ms:.0f} ms "
                                                 f"({res.stats.steps} steps, head {res.stats.head})")
     except EngineError as exc:

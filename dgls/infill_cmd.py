@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from pathlib import Path
 
 from lsprotocol import types as lsp
@@ -90,19 +89,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from .engine import Engine, EngineError
     from .options import Settings
-    from .pipeline import plan_at, run_plans, snapshot
+    from .pipeline import infill_document
 
     settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps)
     try:
         engine = Engine(args.model, device=args.device, dtype=args.dtype)
-        plan = plan_at(doc, start, end, settings)
         results: list = []
-        edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event(),
-                          rewrite=end is not None, results=results)
+        plan, edit = infill_document(engine, doc, start, end, settings, results=results)
     except EngineError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 1
-    edit = edits[0]
     if args.json:
         rng = doc.range_of(edit.start, edit.end)
         print(json.dumps({

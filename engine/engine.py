@@ -23,6 +23,7 @@ from .denoise import DenoiseSettings, denoise, fused_step, reference_step
 from .fast_decoder import FastDecoder, unsupported_reason
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
+from .stop import StopCheck, Stopped
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
@@ -34,6 +35,8 @@ MIN_SUFFIX_ROOM = 8
 CPU_SUFFIX_WINDOW = 16
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
+PREFIX_CHARS = 48_000  # prefixes longer than this are first cut to about this many chars,
+PREFIX_GRID = 8_192  # at a point that moves in steps of this, so a document's cache stays valid
 PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
@@ -120,7 +123,7 @@ class Engine:
             stats = InfillStats(queue_ms=_ms(queued), head=self._head_name())
             with torch.inference_mode():
                 return self._infill(req, stop, stats)
-        except _Stopped:
+        except Stopped:
             return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
         finally:
             self._lock.release()
@@ -138,12 +141,21 @@ class Engine:
 
     def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
         """Tokenize the prefix; if too long for the context, cut whole lines from the left.
+        Returns the ids and how many lines were cut.
 
         Cut points are snapped to a grid of characters (then to the next line start), so a small
         edit leaves the cut where it was and the document's prefix cache stays valid; the window
         kept is between half and all of the room. Huge prefixes are pre-trimmed the same way
-        before tokenizing, so a 50,000-line file costs no more than a short one.
+        before tokenizing (first to the last PREFIX_CHARS on a PREFIX_GRID, then to what the room
+        can use), so a 50,000-line file costs no more than a short one.
         """
+        base = _coarse_start(prefix)
+        if base:
+            ids, cut_lines = self._fit_window(prefix[base:])
+            return ids, cut_lines + prefix.count("\n", 0, base)
+        return self._fit_window(prefix)
+
+    def _fit_window(self, prefix: str) -> tuple[list[int], int]:
         room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
         start = 0
         if len(prefix) > room * PRETRIM_CHARS_PER_TOKEN:
@@ -181,7 +193,7 @@ class Engine:
         return ids
 
     def _budget(self, req: InfillRequest, span_ids: list[int]) -> int:
-        wanted = req.max_tokens or (16 if req.single_line else 32)
+        wanted = req.max_tokens or self.max_span_tokens  # the planner decides; the engine clamps
         if span_ids:
             wanted = max(wanted, len(span_ids) + 4)
         return max(1, min(wanted, self.max_span_tokens))
@@ -205,7 +217,7 @@ class Engine:
         for begin in range(common, len(ids), PREFILL_CHUNK):
             if stop is not None and stop.is_set():  # keep what is encoded for the next request
                 self._store_prefix(doc_id, ids[:begin], cache)
-                raise _Stopped()
+                raise Stopped()
             end = min(begin + PREFILL_CHUNK, len(ids))
             chunk = torch.tensor([ids[begin:end]], device=self.device)
             positions = torch.arange(begin, end, device=self.device).unsqueeze(0)
@@ -289,8 +301,6 @@ class Engine:
         if outcome.steps == 0:  # stopped before the first step: the canvas is still noise
             tokens = []
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
-        if req.single_line:
-            text = text.split("\n", 1)[0]
         confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
         stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
@@ -349,24 +359,13 @@ class Engine:
         return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
 
 
-class _Stopped(Exception):
-    """Raised inside an infill that was cancelled or reached its deadline before denoising."""
-
-
-class StopCheck:
-    """The cancel event and the request's deadline as one `is_set()` for the loops that poll it;
-    `reason()` says which one stopped the work ("cancelled" wins: the caller asked for it)."""
-
-    def __init__(self, cancel: threading.Event | None, deadline: float | None) -> None:
-        self.cancel, self.deadline = cancel, deadline
-
-    def is_set(self) -> bool:
-        if self.cancel is not None and self.cancel.is_set():
-            return True
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def reason(self) -> str:
-        return "cancelled" if self.cancel is not None and self.cancel.is_set() else "deadline"
+def _coarse_start(prefix: str) -> int:
+    """The first pre-trim of a huge prefix: a line start on a coarse grid, PREFIX_CHARS from the end."""
+    if len(prefix) <= PREFIX_CHARS:
+        return 0
+    cut = (len(prefix) - PREFIX_CHARS) // PREFIX_GRID * PREFIX_GRID
+    newline = prefix.find("\n", cut)
+    return cut if newline == -1 else newline + 1
 
 
 def _ms(since: float) -> float:

@@ -20,7 +20,9 @@ class InfillRequest:
 
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
-    the engine's default). `on_draft` receives the whole span text after every denoising step.
+    as much as the canvas holds); the engine only clamps it to its capacity. `single_line` says
+    the planner wants one line: prompt layouts tell the model so, and post-processing keeps the
+    first line (the engine does not cut). `on_draft` receives the whole span text after every denoising step.
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
     `deadline` (a `time.monotonic()` value) stops the work there: the result then has status
@@ -78,10 +80,6 @@ class InfillResult:
     confidence: list[float] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     stats: InfillStats = field(default_factory=InfillStats)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.status == "cancelled"
 
     def to_dict(self) -> dict:
         return {

@@ -15,8 +15,10 @@ from lsp_client import LspClient, pos
 from dgls import pipeline
 from dgls.deadline import DeadlineExceeded, await_job, deadline_for
 from dgls.documents import Document
+from dgls.host import EngineHost, Superseded
 from dgls.options import Settings
-from dgls.scheduler import EngineHost, Scheduler, Superseded
+from dgls.scheduler import Scheduler
+from dgls.syntax import SyntaxTree
 
 SLOW = {"steps": 400, "maxSpanTokens": 48}
 
@@ -106,11 +108,10 @@ def test_pipeline_keeps_a_parsing_draft_or_nothing_and_skips_repairs(engine):
                                on_draft=_slow_drafts(drafts), deadline=req_deadline)
     assert edits is not None and results[-1].status == "deadline"
     assert all(c.remask is None and c.seed == pipeline.SEED for c in calls)  # no repair after the deadline
-    for edit in edits:  # whatever was kept keeps the file parsing
-        from dgls.syntax import SyntaxTree
-
+    before = SyntaxTree("python", text).error_count()
+    for edit in edits:  # whatever was kept adds no parse error
         new = text[:edit.start] + edit.text + text[edit.end:]
-        assert SyntaxTree("python", new).error_count() == 0
+        assert SyntaxTree("python", new).error_count() <= before
 
 
 def test_a_queued_job_is_dropped_at_its_deadline():
