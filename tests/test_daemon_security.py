@@ -200,3 +200,14 @@ def test_a_token_file_others_can_read_is_refused(tmp_path):
     os.chmod(path, 0o644)
     with pytest.raises(auth.AuthError, match="readable by others"):
         auth.read_token(path)
+
+
+def test_dgls_connect_without_a_daemon_says_how_to_start_one(runtime):
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    out = subprocess.run([server_command()[0], "connect", "--port", str(port)], input=b"", capture_output=True,
+                         timeout=60)
+    assert out.returncode == 1 and out.stdout == b""
+    assert b"dgls serve --tcp" in out.stderr and len(out.stderr.decode().strip().splitlines()) == 1
