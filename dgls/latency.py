@@ -213,6 +213,6 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(row), flush=True)
         else:
             print(f"threads {threads or 'auto'} wait {wait:<7} busy {busy}: n={row['n']} p50 {row['p50_ms']} ms "
-                  f"p95 {row['p95_ms']} ms max {row['max_ms']} ms errors {row['errors']} "
+                  f"p95 {row['p95_ms']} ms max {row['max_ms']} ms errors {row['errors']} with items {row['with_items']} "
                   f"(load {row['load1_before']:.2f} -> {row['load1_after']:.2f})", flush=True)
     return 0
