@@ -24,7 +24,7 @@ from pygls.lsp.server import LanguageServer
 from dgls.engine import EngineError
 
 from . import deadline as deadlines
-from . import logroute, pipeline, privacy
+from . import logroute, pipeline, privacy, threads
 from .documents import DocumentStore
 from .host import EngineHost, Superseded
 from .options import Settings
@@ -206,6 +206,7 @@ class DglsServer(LanguageServer):
         deadline = deadlines.deadline_for(settings, kind, arrived)
 
         def work(engine: Any, cancel: threading.Event) -> Any:
+            threads.use(settings.threads, engine)  # torch keeps the count per thread: set it in the worker
             return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_draft=on_draft,
                                       deadline=deadline)
 

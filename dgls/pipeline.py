@@ -15,7 +15,6 @@ from typing import Any
 
 from dgls.engine import InfillRequest
 
-from . import threads
 from .deadline import past
 from .documents import MAX_TREE_CHARS, Document, scrub
 from .edits import Edit
@@ -82,7 +81,6 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
     parsing (repairs run only when they can finish by then), and spans not reached are left as
     they are.
     """
-    threads.use(settings.threads, engine)
     text, shift, edits = snap.text, 0, []
     for plan in sorted(plans, key=lambda p: p.start):
         if past(deadline):

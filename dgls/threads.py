@@ -64,10 +64,11 @@ def auto_threads(available: int | None = None) -> int:
 
 
 def resolve(setting: int, engine: Any) -> int:
-    """The thread count for a setting (0: auto) and an engine on the CPU; 0 leaves torch alone (GPU)."""
+    """The thread count for a setting (0: auto) and an engine on the CPU; 0 leaves torch alone (a
+    GPU engine, or a user who set OMP_NUM_THREADS: torch already follows it)."""
     if setting > 0:
         return setting
-    if not str(getattr(engine, "device", "cpu")).startswith("cpu"):
+    if not str(getattr(engine, "device", "cpu")).startswith("cpu") or os.environ.get("OMP_NUM_THREADS"):
         return 0
     return auto_threads()
 

@@ -37,13 +37,16 @@ def test_threads_are_read_from_the_raw_command_line():
     assert threads.threads_from_argv(["serve"]) is None
 
 
-def test_auto_is_every_core_up_to_a_bound():
+def test_auto_is_every_core_up_to_a_bound(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.auto_threads(available=1) == 1
     assert threads.auto_threads(available=2) == 2
     assert threads.auto_threads(available=64) == threads.MAX_AUTO_THREADS
     assert threads.resolve(3, _Model()) == 3  # an explicit setting wins
     assert threads.resolve(0, _Model()) == threads.auto_threads()
     assert threads.resolve(0, _Model(device="cuda")) == 0  # a GPU engine: torch left alone
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.resolve(0, _Model()) == 0  # the user's OMP_NUM_THREADS: torch follows it already
 
 
 def test_use_sets_the_count_in_the_calling_thread_only():
