@@ -29,6 +29,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that run the engine (serve, infill, doctor, bench)."""
+    parser.add_argument("--quantize", default=None, choices=["4bit", "8bit", "none"],
+                        help="load the projections and experts in 8 or 4 bits (torchao; 4bit needs CUDA)")
+    parser.add_argument("--layout", default="auto", choices=["auto", "A", "B"],
+                        help="infill layout: A (suffix pinned in the canvas), B (the chat template; "
+                             "instruction-tuned models), auto (the checkpoint's)")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgls", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -146,8 +146,8 @@ class DglsServer(LanguageServer):
         if host.key is None or key != self.shared.defaults.engine_key:
             host.configure(key)
         else:
-            model, device, dtype = host.key
-            self.settings = replace(self.settings, model=model, device=device, dtype=dtype)
+            model, device, dtype, quantize = host.key
+            self.settings = replace(self.settings, model=model, device=device, dtype=dtype, quantize=quantize)
 
     def _host_changed(self, state: str, message: str) -> None:
         self.post(lambda: self._on_host_state(state, message))

@@ -17,7 +17,7 @@ from dgls.engine import EngineError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str | None, str | None, str | None]  # (model, device, dtype)
+EngineKey = tuple[str | None, str | None, str | None, str | None]  # (model, device, dtype, quantize)
 Listener = Callable[[str, str], None]
 
 
@@ -83,8 +83,9 @@ class EngineHost:
             factory = self._factory
             if factory is None:
                 from dgls.engine import Engine as factory
-            model, device, dtype = key
-            engine = factory(model=model, device=device, dtype=dtype)
+            model, device, dtype, quantize = key
+            extra = {"quantize": quantize} if quantize else {}
+            engine = factory(model=model, device=device, dtype=dtype, **extra)
         except EngineError as exc:
             error = exc
         except Exception as exc:  # an unexpected failure still leaves the server serving

@@ -21,7 +21,7 @@ class InputError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
+    from .cli import add_engine_arguments, add_model_arguments
 
     parser.add_argument("file", help="the source file")
     parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor (as LSP)")
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--json", action="store_true", help="print text, range and stats as JSON")
     add_model_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def read_source(path: Path) -> str:
@@ -91,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from .options import Settings
     from .pipeline import infill_document
 
-    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps)
+    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps, infill_layout=args.layout)
     try:
-        engine = Engine(args.model, device=args.device, dtype=args.dtype)
+        engine = Engine(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
         results: list = []
         plan, edit = infill_document(engine, doc, start, end, settings, results=results)
     except EngineError as exc:

@@ -23,10 +23,13 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "steps": ("steps", (int,), (1, 1024)),
     "debounceMs": ("debounce_ms", (int, float), (0, 10_000)),
     "logLevel": ("log_level", (str,), None),
+    "quantize": ("quantize", (str,), None),
+    "infillLayout": ("infill_layout", (str,), None),
     "threads": ("threads", (int,), (0, 256)),
     "deadlineMs": ("deadline_ms", (int, float), (1, 600_000)),
     "commandDeadlineMs": ("command_deadline_ms", (int, float), (1, 3_600_000)),
 }
+CHOICES = {"quantize": ("none", "4bit", "8bit"), "infill_layout": ("auto", "A", "B")}
 
 
 @dataclass(frozen=True)
@@ -40,14 +43,16 @@ class Settings:
     steps: int | None = None
     debounce_ms: float = 150
     log_level: str = "info"
+    quantize: str | None = None  # "4bit" / "8bit" (engine/quantize.py); None: the load dtype
+    infill_layout: str = "auto"  # "A", "B" or "auto" (the checkpoint's; engine/layout_b.py)
     threads: int = 0  # CPU threads for the engine; 0: measured default (dgls.threads)
     deadline_ms: float = 3000  # inline completion and completion answer by then (best draft or nothing)
     command_deadline_ms: float = 15000  # the same for code actions' commands
 
     @property
-    def engine_key(self) -> tuple[str | None, str | None, str | None]:
+    def engine_key(self) -> tuple[str | None, str | None, str | None, str | None]:
         """What identifies a loaded engine: changing any of these reloads it."""
-        return (self.model, self.device, self.dtype)
+        return (self.model, self.device, self.dtype, self.quantize)
 
     @property
     def log_level_no(self) -> int:
@@ -78,6 +83,11 @@ class Settings:
             if name == "log_level" and value.lower() not in LOG_LEVELS:
                 problems.append(f"dgls.logLevel must be one of {', '.join(LOG_LEVELS)} (ignored)")
                 continue
+            if name in CHOICES:
+                value = _choice(name, value)
+                if value is None:
+                    problems.append(f"dgls.{key} must be one of {', '.join(CHOICES[name])} (ignored)")
+                    continue
             changes[name] = value.lower() if name == "log_level" else value
         return replace(self, **changes), problems
 
@@ -91,6 +101,14 @@ def section_of(data: Any) -> dict[str, Any] | None:
         return inner
     if any(key in _KEYS for key in data):
         return data
+    return None
+
+
+def _choice(name: str, value: str) -> str | None:
+    """A CHOICES value in its canonical spelling ("none" quantization is None), or None if invalid."""
+    for choice in CHOICES[name]:
+        if value.strip().lower() == choice.lower():
+            return None if (name, choice) == ("quantize", "none") else choice
     return None
 
 

@@ -91,6 +91,7 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
             span=scrub(text[start:end]), doc_id=snap.doc_id,
             max_tokens=plan.budget, steps=settings.steps, seed=SEED,
             single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft, deadline=deadline,
+            layout=settings.infill_layout, language=snap.language_id,
         )
         began = time.monotonic()
         result = engine.infill(req, cancel=cancel)

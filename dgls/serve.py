@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import privacy
-from .cli import add_model_arguments
+from .cli import add_engine_arguments, add_model_arguments
 from .connection import Shared
 from .handlers import create_server
 from .options import Settings
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the daemon's token (default: $XDG_RUNTIME_DIR/dgls/daemon-PORT.token)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (0: pick a free one and print it)")
     add_model_arguments(parser)
+    add_engine_arguments(parser)
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for the engine (default 0: every core up to 4, see dgls.threads)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "off"],
@@ -34,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings, _ = Settings().merged({"model": args.model, "device": args.device, "dtype": args.dtype,
-                                     "logLevel": args.log_level, "threads": args.threads})
+                                     "logLevel": args.log_level, "quantize": getattr(args, "quantize", None),
+                                     "infillLayout": getattr(args, "layout", None),
+                                     "threads": args.threads})
     return settings
 
 

@@ -21,6 +21,7 @@ from .canvas import (
 )
 from .denoise import DenoiseSettings, denoise, fused_step, reference_step
 from .fast_decoder import FastDecoder, unsupported_reason
+from .layout_b import infill_b, resolve_layout
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
 from .stop import StopCheck, Stopped
@@ -60,17 +61,20 @@ class Engine:
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
                  soft_eps: float | None = None, suffix_window: int | str | None = "auto",
-                 fast_decoder: bool = True):
+                 fast_decoder: bool = True, layout: str | None = "auto", quantize: str | None = None,
+                 loaded=None):
         if head not in HEADS:
             raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
-        loaded = load_model(model, device=device, dtype=dtype)
+        # `loaded` (a loading.LoadedModel) serves a model built in memory, e.g. the release-shapes bench
+        loaded = loaded or load_model(model, device=device, dtype=dtype, quantize=quantize)
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.path, self.name = loaded.path, loaded.name
-        self.device, self.dtype = loaded.device, loaded.dtype
+        self.device, self.dtype, self.quantize = loaded.device, loaded.dtype, loaded.quantize
         self.config = self.model.config
         self.text_config = self.config.get_text_config()
         self.special = SpecialTokens.from_config(self.config)
+        self.layout = resolve_layout(layout, self.config, self.tokenizer, self.name)  # "A" or "B" (layout_b.py)
         self.token_shift = token_shift(self.config)
         self.vocab_size = int(self.text_config.vocab_size)
         self.canvas_length = int(self.config.canvas_length or 256)
@@ -89,7 +93,8 @@ class Engine:
         self.suffix_window = suffix_window
         self._lock = threading.Lock()
         # The lean CPU decoder forward (same weights, fewer ops) wherever it applies.
-        self._fast_decoder = FastDecoder(self.model) if fast_decoder and unsupported_reason(self.model) is None else None
+        lean = fast_decoder and self.quantize is None and unsupported_reason(self.model) is None
+        self._fast_decoder = FastDecoder(self.model) if lean else None
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -99,7 +104,7 @@ class Engine:
                 "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
                 "filler_token": self.special.fill is not None, "token_shift": self.token_shift, "head": self._head_name(),
                 "max_prefix_tokens": self.max_prefix_tokens, "max_span_tokens": self.max_span_tokens,
-                "suffix_window": self.suffix_window,
+                "suffix_window": self.suffix_window, "layout": self.layout, "quantize": self.quantize,
                 "soft_eps": self.soft_eps, "decoder": "lean" if self._fast_decoder is not None else "transformers"}
 
     def forget(self, doc_id: str) -> None:
@@ -121,7 +126,8 @@ class Engine:
                 return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
         try:
             stats = InfillStats(queue_ms=_ms(queued), head=self._head_name())
-            with torch.inference_mode():
+            # torchao's quantized experts cannot be indexed under inference_mode (quantize.py)
+            with torch.no_grad() if self.quantize else torch.inference_mode():
                 return self._infill(req, stop, stats)
         except Stopped:
             return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
@@ -240,7 +246,18 @@ class Engine:
             return reference_step
         return functools.partial(fused_step, impl=head, soft_eps=self.soft_eps, decoder=self._fast_decoder)
 
+    def _layout_for(self, req: InfillRequest) -> str:
+        """The request's layout (None/"auto": the engine's); repairs always run in layout A."""
+        if req.remask is not None:
+            return "A"
+        if req.layout in (None, "", "auto"):
+            return self.layout
+        return resolve_layout(req.layout, self.config, self.tokenizer, self.name)
+
     def _infill(self, req: InfillRequest, stop: StopCheck, stats: InfillStats) -> InfillResult:
+        if self._layout_for(req) == "B":
+            return infill_b(self, req, stop, stats, req.language)
+        stats.layout = "A"
         start = time.perf_counter()
         prefix_ids, stats.prefix_cut_lines = self._fit_prefix(req.prefix)
         prompt = encoder_ids(prefix_ids, self.special) or [self.special.pad]

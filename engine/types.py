@@ -40,6 +40,8 @@ class InfillRequest:
     seed_with_span: bool = False
     on_draft: Callable[[str], None] | None = None
     remask: list[tuple[int, int]] | None = None
+    layout: str | None = None  # "A", "B" or None/"auto" (the checkpoint's; see layout_b.py)
+    language: str = ""  # the language's name, for layout B's instruction
     deadline: float | None = None
 
 
@@ -65,6 +67,7 @@ class InfillStats:
     total_ms: float = 0.0
     queue_ms: float = 0.0
     head: str = ""
+    layout: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

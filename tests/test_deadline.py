@@ -117,7 +117,7 @@ def test_pipeline_keeps_a_parsing_draft_or_nothing_and_skips_repairs(engine):
 def test_a_queued_job_is_dropped_at_its_deadline():
     """A job waiting behind another client's long job is answered at its deadline (backstop)."""
     host = EngineHost(lambda **_: object())
-    host.configure((None, None, None))
+    host.configure(Settings().engine_key)
     scheduler = Scheduler(host)
     release = threading.Event()
     try:
