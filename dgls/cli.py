@@ -7,6 +7,8 @@ import importlib
 import sys
 from typing import Any
 
+from . import threads
+
 # subcommand -> (module that implements it, help); each module has add_arguments(parser) and run(args)
 COMMANDS = {
     "serve": ("dgls.serve", "run the language server (stdio, or --tcp for a shared daemon)"),
@@ -15,6 +17,8 @@ COMMANDS = {
     "doctor": ("dgls.doctor", "check the environment, device, model and grammars"),
     "train": ("dgls.engine.train.command", "train the embedded default model (resumable)"),
     "eval": ("dgls.evaluation.evaluate", "run the held-out infill sets against baselines"),
+    "connect": ("dgls.connect", "bridge stdio to a running `dgls serve --tcp` daemon (editors' command)"),
+    "latency": ("dgls.latency", "measure inline completion latency through `dgls serve`, quiet or busy"),
 }
 
 
@@ -70,6 +74,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    threads.prepare(threads.threads_from_argv(argv))  # before any subcommand imports torch
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:

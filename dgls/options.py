@@ -29,6 +29,9 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "engineTimeout": ("engine_timeout", (int, float), (0.1, 3600)),
     "quantize": ("quantize", (str,), None),
     "infillLayout": ("infill_layout", (str,), None),
+    "threads": ("threads", (int,), (0, 256)),
+    "deadlineMs": ("deadline_ms", (int, float), (1, 600_000)),
+    "commandDeadlineMs": ("command_deadline_ms", (int, float), (1, 3_600_000)),
 }
 CHOICES = {"quantize": ("none", "4bit", "8bit"), "infill_layout": ("auto", "A", "B")}
 
@@ -68,6 +71,9 @@ class Settings:
     log_level: str = "info"
     quantize: str | None = None  # "4bit" / "8bit" (engine/quantize.py); None: the load dtype
     infill_layout: str = "auto"  # "A", "B" or "auto" (the checkpoint's; engine/layout_b.py)
+    threads: int = 0  # CPU threads for the engine; 0: measured default (dgls.threads)
+    deadline_ms: float = 3000  # inline completion and completion answer by then (best draft or nothing)
+    command_deadline_ms: float = 15000  # the same for code actions' commands
     engine_url: str | None = None  # a vLLM server's base URL: the model runs there
     engine_api_key_env: str | None = None
     engine_allow_http: bool = False

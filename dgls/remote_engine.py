@@ -62,6 +62,7 @@ class RemoteEngine:
         self.raise_errors = raise_errors
         self.context_chars = context_chars
         self.concurrency = CONCURRENCY
+        self.device = "remote"  # not "cpu": dgls.threads leaves torch alone (and unimported) for it
         self.canvas_length = CANVAS_LENGTH
         self.max_span_tokens = MAX_SPAN_TOKENS
         self.max_model_len: int | None = None
@@ -107,7 +108,8 @@ class RemoteEngine:
         """One infill from the server. Blocks; status "cancelled" when `cancel` is set, "error" (with
         the reason logged and reported) when the server gives no usable answer.
 
-        Stats: `encode_ms` is the time to the first text, `denoise_ms` the time waiting on the
+        At `req.deadline` the request is closed and the text received so far comes back with
+        status "deadline". Stats: `encode_ms` is the time to the first text, `denoise_ms` the time waiting on the
         server (request sent to last byte), `total_ms` the whole call; tokens are the server's count.
         """
         cancel = cancel or threading.Event()
@@ -115,12 +117,16 @@ class RemoteEngine:
         stats = InfillStats(head="remote", canvas_length=self.canvas_length)
         if req.remask is not None:
             return InfillResult(text="", stats=stats)  # the server cannot re-mask part of a draft
+        stop, parts = _Stop(cancel, req.deadline), []
         try:
-            body = self.request_body(req, self.served_model(cancel))
-            text, usage = self._complete(body, req, cancel, stats)
-        except Cancelled:
+            body = self.request_body(req, self.served_model(stop))
+            text, usage = self._complete(body, req, stop, stats, parts)
+        except Cancelled:  # the connection is closed; at a deadline the text so far is the draft
             stats.total_ms = _ms(started)
-            return InfillResult(text="", status="cancelled", stats=stats)
+            if cancel.is_set():
+                return InfillResult(text="", status="cancelled", stats=stats)
+            return InfillResult(text=clean_reply("".join(parts), req.prefix, req.single_line), status="deadline",
+                                stats=stats)
         except RemoteError as exc:
             stats.total_ms = _ms(started)
             if self.raise_errors:  # the caller reports it
@@ -160,11 +166,11 @@ class RemoteEngine:
             body["seed"] = req.seed
         return body
 
-    def _complete(self, body: dict, req: InfillRequest, cancel: threading.Event,
-                  stats: InfillStats) -> tuple[str, dict]:
-        """Send the request and gather the reply (streamed or whole); returns (clean text, usage)."""
+    def _complete(self, body: dict, req: InfillRequest, cancel: Any, stats: InfillStats,
+                  parts: list[str]) -> tuple[str, dict]:
+        """Send the request and gather the reply (streamed or whole) into `parts`; returns (clean
+        text, usage)."""
         sent = time.perf_counter()
-        parts: list[str] = []
         usage: dict = {}
         with exchange(self.endpoint, "POST", CHAT_PATH, body, cancel, self._pool) as response:
             if "text/event-stream" not in (response.getheader("Content-Type") or ""):
@@ -217,6 +223,22 @@ class RemoteEngine:
                 self.on_problem(problem)
             except Exception:
                 log.debug("on_problem failed", exc_info=True)
+
+
+class _Stop:
+    """The caller's cancel event and the request's deadline as one event (`is_set`, `wait`), for
+    the HTTP layer: either one closes the connection."""
+
+    def __init__(self, cancel: threading.Event, deadline: float | None) -> None:
+        self.cancel, self.deadline = cancel, deadline
+
+    def is_set(self) -> bool:
+        return self.cancel.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def wait(self, timeout: float) -> bool:
+        if self.deadline is not None:
+            timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
+        return self.cancel.wait(timeout) or self.is_set()
 
 
 def clean_reply(text: str, prefix: str, single_line: bool) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .host import EngineHost, Superseded
+from .logroute import owned_by
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ class Scheduler:
             job = self._latest.pop(key, None)
             if job is not None:
                 self._supersede(job)
+
+    def drop(self, job: Job) -> None:
+        """Stop one job (its request was answered without it, e.g. at its deadline)."""
+        with self._cond:
+            if self._latest.get(job.key) is job:
+                del self._latest[job.key]
+            self._supersede(job)
 
     def cancel_client(self, client: Hashable) -> None:
         """Drop every job of a client that went away."""
@@ -137,17 +145,22 @@ class Scheduler:
                 if self._closed:
                     return
                 self._running.add(job)
-            # each job on a thread of its own, so that the loop can start the next one when the
-            # engine takes several at once (a remote server); for others the capacity check waits
-            threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
+            if self._capacity() > 1:  # an engine that takes several at once (a remote server)
+                threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
+            else:  # one at a time on this thread (torch keeps its thread settings per thread)
+                self._finish(job)
 
     def _engine_changed(self, _state: str, _message: str) -> None:
         with self._cond:
             self._cond.notify_all()
 
     def _capacity(self) -> int:
-        """Jobs that may run at once: the engine's `concurrency` (a remote server batches them), else 1."""
-        return max(1, int(getattr(self.host.engine, "concurrency", 1) or 1))
+        """Jobs that may run at once: the engine's `concurrency` (a remote server batches them), else
+        1; none while the engine loads (it may be one that takes several)."""
+        engine = self.host.engine
+        if engine is None:
+            return 0 if self.host.state[0] in ("loading", "idle") else 1
+        return max(1, int(getattr(engine, "concurrency", 1) or 1))
 
     def _finish(self, job: Job) -> None:
         try:
@@ -172,7 +185,8 @@ class Scheduler:
             job.future.set_exception(exc)
             return
         try:
-            job.future.set_result(job.work(engine, job.cancel))
+            with owned_by(job.client):  # its log records go to its own editor only
+                job.future.set_result(job.work(engine, job.cancel))
         except BaseException as exc:
             job.future.set_exception(exc)
         finally:

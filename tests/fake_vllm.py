@@ -28,7 +28,8 @@ MODEL = "google/diffusiongemma-26B-A4B-it"
 @dataclass
 class Behaviour:
     """How to answer one chat request. kind: stream | json | status | drop | truncate | error_event |
-    garbage | no_choices; `delay` seconds before the first byte, `chunks` pieces of `reply`."""
+    garbage | no_choices | stall; `delay` seconds before the first byte (stall: after the first
+    piece), `chunks` pieces of `reply`."""
 
     kind: str = "stream"
     reply: str = "a + b"
@@ -242,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream(how, seen)
 
     def _stream(self, how: Behaviour, seen: Seen) -> None:
-        if not self._wait(how.delay, seen, streaming=True):
+        if how.kind != "stall" and not self._wait(how.delay, seen, streaming=True):
             return
         self._event(_chunk(self.fake.model, {"role": "assistant", "content": ""}))
         size = max(1, -(-len(how.reply) // max(1, how.chunks)))
@@ -253,6 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)  # gone, with no [DONE] and no last chunk
                 return
             self._event(_chunk(self.fake.model, {"content": piece}))
+            if how.kind == "stall" and i == 0 and not self._wait(how.delay, seen, streaming=True):
+                return  # the first piece, then nothing until the client gives up
         if how.kind == "error_event":
             self._event({"error": {"message": how.message, "type": "InternalServerError", "param": None,
                                    "code": 500}})

@@ -257,3 +257,15 @@ def test_connections_are_kept_alive_and_a_dropped_one_is_replaced(server):
     assert engine.infill(request()).status == "ok"  # a cancelled request's connection is not reused
     assert server.requests[-1].peer != server.requests[-2].peer
     engine.close()
+
+
+def test_a_deadline_closes_the_request_and_keeps_the_text_so_far(server):
+    server.script = [Behaviour(kind="stall", reply="a + b", chunks=2, delay=30)]
+    engine = engine_for(server, model="m")
+    result = engine.infill(request(deadline=time.monotonic() + 0.5))
+    assert (result.status, result.text) == ("deadline", "a +")  # the first piece arrived in time
+    (chat,) = server.chats()
+    wait_for = time.monotonic() + 10
+    while chat.disconnected is None and time.monotonic() < wait_for:
+        time.sleep(0.01)
+    assert chat.disconnected is not None  # the server was told (the connection closed)
