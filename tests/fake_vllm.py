@@ -213,7 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             seen.disconnected = seen.disconnected or time.monotonic()
         else:
-            seen.served_ms = (time.monotonic() - seen.received) * 1000
+            if seen.served_ms is None:
+                seen.served_ms = (time.monotonic() - seen.received) * 1000
         if self.fake.drop_idle:  # without saying so (no Connection: close), like an idle timeout
             self.close_connection = True
 
@@ -268,6 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [],
                          "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105}})
         self._event("[DONE]")
+        seen.served_ms = (time.monotonic() - seen.received) * 1000  # before the last byte: no race with the client
         self._write_chunk(b"")
 
 
