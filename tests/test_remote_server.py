@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 from dgls.engine.infill_prompt import HOLE
@@ -71,6 +72,9 @@ def test_remote_infill_end_to_end(vllm):
         (change,) = client.applied[before]["edit"]["documentChanges"]
         assert change["textDocument"] == {"uri": uri, "version": 1}
         assert vllm.chats()[-1].body["messages"][0]["content"].endswith("replace it:\nreturn")
+        maps = Path(f"/proc/{client.proc.pid}/maps")
+        if maps.exists():  # the model runs on the server: this process never loads torch
+            assert "libtorch" not in maps.read_text()
     finally:
         assert client.close() == 0
 
