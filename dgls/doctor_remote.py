@@ -12,7 +12,11 @@ import time
 
 from dgls.engine import EngineError, InfillRequest
 
-from .doctor import _line
+
+def _line(ok: bool, label: str, detail: str) -> bool:
+    """One check, as `dgls doctor` prints them."""
+    print(f"  [{'ok' if ok else '!!'}] {label:<14} {detail}")
+    return ok
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ the server disappearing mid-request, and several editors' requests going out tog
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,3 +186,17 @@ def test_the_engine_url_setting(vllm):
         assert vllm.chats()[-1].body["model"] == "team-model"
     finally:
         assert client.close() == 0
+
+
+def test_doctor_checks_the_server(vllm):
+    dgls = str(Path(sys.executable).with_name("dgls"))
+    ok = subprocess.run([dgls, "doctor", "--engine-url", vllm.url], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert any(line.startswith("  [ok] reachable") and "/v1/models answered in" in line for line in lines)
+    assert any(line.startswith("  [ok] model") and "diffusiongemma" in line and "8192" in line for line in lines)
+    assert any(line.startswith("  [ok] infill") and "'a + b' in" in line for line in lines)
+    assert [r.path for r in vllm.requests] == ["/v1/models", "/v1/models", "/v1/chat/completions"]
+    vllm.stop()
+    down = subprocess.run([dgls, "doctor", "--engine-url", vllm.url], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1 and "[!!] reachable" in down.stdout and "connection refused" in down.stdout
