@@ -12,6 +12,8 @@ Sections (each can be picked with --only):
 - growth-real: the same at 1k and 32k on the real-size random model with the release's pattern of
             five sliding-window layers to one full-attention layer, its prefix cache seeded with
             random keys/values instead of a 32k-token prefill;
+- release:  the 26B release's exact shapes in bf16 and 4-bit, as many layers as fit, CUDA only
+            (bench_release.py; one "skipped" line elsewhere);
 and the process's peak RSS. Wall-clock numbers are for reading; the ratios are the result.
 """
 
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SECTIONS = ("latency", "head", "generate", "repeat", "growth", "growth-real")
+SECTIONS = ("latency", "head", "generate", "repeat", "growth", "growth-real", "release")
 SOURCE_DIR = Path(__file__).resolve().parent
 
 
@@ -254,6 +256,12 @@ def bench_growth_real_size(hidden: int, steps: int, layers: int = 6, repeats: in
         return rows
 
 
+def _bench_release(repeats: int) -> dict:
+    from .bench_release import bench_release
+
+    return bench_release(repeats=repeats)
+
+
 def run(args: argparse.Namespace) -> int:
     from .engine import Engine, EngineError
 
@@ -274,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         "repeat": lambda: bench_repeat(engine, args.steps),
         "growth": lambda: bench_growth(args.steps),
         "growth-real": lambda: bench_growth_real_size(args.hidden, args.steps),
+        "release": lambda: _bench_release(args.repeats),
     }
     results["section_seconds"] = {}
     for name, section in sections.items():
@@ -329,6 +338,10 @@ def format_table(results: dict) -> str:
         cells = ", ".join(f"{k}: {v['ms']} ms in {v['steps']} steps" for k, v in g.items() if k.isdigit())
         lines.append(f"\nrepeat cost vs file size, real-size random model (seeded cache): {cells}; "
                      f"32k/1k = {g['ratio_32k_over_1k']}x, per step {g['per_step_ratio_32k_over_1k']}x")
+    if "release" in results:
+        from .bench_release import format_release
+
+        lines += format_release(results["release"])
     took = ", ".join(f"{k} {v} s" for k, v in results.get("section_seconds", {}).items())
     lines.append(f"\npeak RSS {results['peak_rss_mb']} MB; bench took {results['bench_seconds']} s ({took})")
     return "\n".join(lines)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from pathlib import Path
 
 from lsprotocol import types as lsp
@@ -22,7 +21,7 @@ class InputError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
+    from .cli import add_engine_arguments, add_model_arguments, add_remote_arguments
 
     parser.add_argument("file", help="the source file")
     parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor (as LSP)")
@@ -34,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--json", action="store_true", help="print text, range and stats as JSON")
     add_model_arguments(parser)
+    add_engine_arguments(parser)
+    add_remote_arguments(parser)
 
 
 def read_source(path: Path) -> str:
@@ -88,21 +89,18 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 2
-    from .engine import Engine, EngineError
+    from .engine import EngineError
     from .options import Settings
-    from .pipeline import plan_at, run_plans, snapshot
+    from .pipeline import infill_document
 
-    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps)
+    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps, infill_layout=args.layout)
     try:
-        engine = Engine(args.model, device=args.device, dtype=args.dtype)
-        plan = plan_at(doc, start, end, settings)
+        engine = _engine(args)
         results: list = []
-        edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event(),
-                          rewrite=end is not None, results=results)
+        plan, edit = infill_document(engine, doc, start, end, settings, results=results)
     except EngineError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 1
-    edit = edits[0]
     if args.json:
         rng = doc.range_of(edit.start, edit.end)
         print(json.dumps({
@@ -120,3 +118,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"dgls infill: no infill kept; the model's draft {results[0].text[:80]!r} did not fit the code "
                   "around the cursor", file=sys.stderr)
     return 0
+
+
+def _engine(args: argparse.Namespace):
+    """The model in this process, or (--engine-url) a vLLM server; errors raise EngineError."""
+    from .cli import remote_options
+
+    remote = remote_options(args)
+    if remote is not None:
+        from .remote_engine import RemoteEngine
+
+        return RemoteEngine(remote, model=args.model, raise_errors=True)
+    from .engine import Engine
+
+    return Engine(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)

@@ -1,9 +1,8 @@
 """The worker that runs infills off the event loop, over one resident engine.
 
-`EngineHost` owns the engine: it loads on a thread (so `initialize` answers at once), swaps in
-a new one when the model setting changes, and closes the old one when no job uses it any more.
-`Scheduler` runs jobs one at a time on its own thread: a newer job for the same key (client +
-document) supersedes an older one, clients are served round-robin so one busy editor cannot
+The engine itself is dgls.host's `EngineHost`. `Scheduler` runs jobs one at a time on its own
+thread (several at once, each on a thread of its own, for an engine with `concurrency` > 1,
+such as a remote server that batches requests): a newer job for the same key (client + document) supersedes an older one, clients are served round-robin so one busy editor cannot
 starve another, and a job may carry a `not_before` time (the debounce of automatic triggers).
 """
 
@@ -18,163 +17,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from dgls.engine import EngineError, ModelLoadError
+from .host import EngineHost, Superseded
+from .logroute import owned_by
 
 log = logging.getLogger(__name__)
-
-EngineKey = tuple[str | None, str | None, str | None]  # (model, device, dtype)
-Listener = Callable[[str, str], None]
-
-
-class Superseded(Exception):
-    """The job was replaced by a newer one for the same document before it finished."""
-
-
-class EngineHost:
-    """The one resident engine, its load state ("idle", "loading", "ready", "error") and reloads."""
-
-    def __init__(self, factory: Callable[..., Any] | None = None) -> None:
-        self._factory = factory
-        self._cond = threading.Condition()
-        self._engine: Any = None
-        self._key: EngineKey | None = None
-        self._state, self._message = "idle", "no model loaded yet"
-        self._generation = 0
-        self._users: dict[int, int] = {}  # id(engine) -> jobs using it
-        self._retired: list[Any] = []
-        self._listeners: list[Listener] = []
-        self.load_seconds: float | None = None
-
-    @property
-    def state(self) -> tuple[str, str]:
-        with self._cond:
-            return self._state, self._message
-
-    @property
-    def key(self) -> EngineKey | None:
-        return self._key
-
-    @property
-    def engine(self) -> Any:
-        """The ready engine, or None."""
-        with self._cond:
-            return self._engine if self._state == "ready" else None
-
-    def add_listener(self, fn: Listener) -> None:
-        self._listeners.append(fn)
-
-    def remove_listener(self, fn: Listener) -> None:
-        if fn in self._listeners:
-            self._listeners.remove(fn)
-
-    def configure(self, key: EngineKey) -> bool:
-        """Load the engine for `key` unless it is loaded or loading already; True if a load started.
-
-        The same key after a failed load retries: the user may have fixed the path meanwhile.
-        """
-        with self._cond:
-            if key == self._key and self._state in ("loading", "ready"):
-                return False
-            self._generation += 1
-            generation, self._key = self._generation, key
-            self._state, self._message = "loading", f"loading model {key[0] or '(default)'}"
-        self._emit()
-        threading.Thread(target=self._load, args=(generation, key), name="dgls-load", daemon=True).start()
-        return True
-
-    def _load(self, generation: int, key: EngineKey) -> None:
-        started = time.monotonic()
-        engine, error = None, None
-        try:
-            factory = self._factory
-            if factory is None:
-                from dgls.engine import Engine as factory
-            model, device, dtype = key
-            engine = factory(model=model, device=device, dtype=dtype)
-        except EngineError as exc:
-            error = exc
-        except Exception as exc:  # an unexpected failure still leaves the server serving
-            log.exception("loading the model failed")
-            error = ModelLoadError(f"could not load model {key[0] or '(default)'}: {exc}")
-        seconds = time.monotonic() - started
-        with self._cond:
-            if generation != self._generation:  # a newer configure() won: drop this one
-                stale = engine
-            else:
-                stale = self._engine
-                if error is None:
-                    self._engine, self.load_seconds = engine, seconds
-                    self._state, self._message = "ready", f"model {key[0] or '(default)'} ready ({seconds:.1f}s)"
-                else:  # the old engine goes too: answering from a model the user replaced would mislead
-                    self._engine = None
-                    self._state, self._message = "error", str(error)
-                self._cond.notify_all()
-            if stale is not None and self._users.get(id(stale)):
-                self._retired.append(stale)
-                stale = None
-        if stale is not None:
-            _close(stale)
-        if generation == self._generation:
-            self._emit()
-
-    def acquire(self, cancel: threading.Event) -> Any:
-        """Block until the engine is ready and mark it in use; raises EngineError or Superseded."""
-        with self._cond:
-            while self._state in ("loading", "idle"):
-                if cancel.is_set():
-                    raise Superseded()
-                self._cond.wait(0.05)
-            if self._state == "error":
-                raise EngineError(self._message)
-            engine = self._engine
-            self._users[id(engine)] = self._users.get(id(engine), 0) + 1
-            return engine
-
-    def release(self, engine: Any) -> None:
-        """Done with `engine`: close it if it was replaced while in use."""
-        with self._cond:
-            count = self._users.get(id(engine), 1) - 1
-            if count:
-                self._users[id(engine)] = count
-                return
-            self._users.pop(id(engine), None)
-            if engine not in self._retired:
-                return
-            self._retired.remove(engine)
-        _close(engine)
-
-    def forget(self, doc_id: str) -> None:
-        """Drop a document's prefix cache (it was closed)."""
-        engine = self.engine
-        if engine is not None:
-            try:
-                engine.forget(doc_id)
-            except Exception:
-                log.debug("forget(%s) failed", doc_id, exc_info=True)
-
-    def close(self) -> None:
-        with self._cond:
-            self._generation += 1
-            engine, self._engine = self._engine, None
-            self._state, self._message = "idle", "closed"
-            self._cond.notify_all()
-        if engine is not None:
-            _close(engine)
-
-    def _emit(self) -> None:
-        state, message = self.state
-        for fn in list(self._listeners):
-            try:
-                fn(state, message)
-            except Exception:
-                log.exception("engine state listener failed")
-
-
-def _close(engine: Any) -> None:
-    try:
-        engine.close()
-    except Exception:
-        log.debug("closing an engine failed", exc_info=True)
 
 
 @dataclass(eq=False)
@@ -192,7 +38,8 @@ class Job:
 
 
 class Scheduler:
-    """A single worker thread: per-key supersession, round-robin between clients, debounce."""
+    """A worker thread: per-key supersession, round-robin between clients, debounce; one job at a
+    time unless the engine says it takes `concurrency` at once."""
 
     def __init__(self, host: EngineHost) -> None:
         self.host = host
@@ -200,8 +47,9 @@ class Scheduler:
         self._queues: dict[Hashable, deque[Job]] = {}
         self._order: deque[Hashable] = deque()  # clients with queued jobs, next to serve first
         self._latest: dict[Hashable, Job] = {}
-        self._running: Job | None = None
+        self._running: set[Job] = set()
         self._closed = False
+        host.add_listener(self._engine_changed)  # a newly ready engine may take more jobs at once
         self._thread = threading.Thread(target=self._loop, name="dgls-worker", daemon=True)
         self._thread.start()
 
@@ -229,6 +77,13 @@ class Scheduler:
             if job is not None:
                 self._supersede(job)
 
+    def drop(self, job: Job) -> None:
+        """Stop one job (its request was answered without it, e.g. at its deadline)."""
+        with self._cond:
+            if self._latest.get(job.key) is job:
+                del self._latest[job.key]
+            self._supersede(job)
+
     def cancel_client(self, client: Hashable) -> None:
         """Drop every job of a client that went away."""
         with self._cond:
@@ -240,17 +95,13 @@ class Scheduler:
             if client in self._order:
                 self._order.remove(client)
 
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return sum(len(q) for q in self._queues.values()) + (self._running is not None)
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
             for job in list(self._latest.values()):
                 self._supersede(job)
             self._cond.notify_all()
+        self.host.remove_listener(self._engine_changed)
 
     def _supersede(self, job: Job) -> None:
         """Called with the lock held: a queued job resolves now, a running one is told to stop."""
@@ -283,20 +134,43 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                job, wait = self._next()
-                while job is None and not self._closed:
+                job = None
+                while not self._closed:
+                    wait = None
+                    if len(self._running) < self._capacity():
+                        job, wait = self._next()
+                        if job is not None:
+                            break
                     self._cond.wait(wait)
-                    job, wait = self._next()
                 if self._closed:
                     return
-                self._running = job
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._running = None
-                    if self._latest.get(job.key) is job:
-                        del self._latest[job.key]
+                self._running.add(job)
+            if self._capacity() > 1:  # an engine that takes several at once (a remote server)
+                threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
+            else:  # one at a time on this thread (torch keeps its thread settings per thread)
+                self._finish(job)
+
+    def _engine_changed(self, _state: str, _message: str) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _capacity(self) -> int:
+        """Jobs that may run at once: the engine's `concurrency` (a remote server batches them), else
+        1; none while the engine loads (it may be one that takes several)."""
+        engine = self.host.engine
+        if engine is None:
+            return 0 if self.host.state[0] in ("loading", "idle") else 1
+        return max(1, int(getattr(engine, "concurrency", 1) or 1))
+
+    def _finish(self, job: Job) -> None:
+        try:
+            self._run(job)
+        finally:
+            with self._cond:
+                self._running.discard(job)
+                if self._latest.get(job.key) is job:
+                    del self._latest[job.key]
+                self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
         if not job.future.set_running_or_notify_cancel():
@@ -311,7 +185,8 @@ class Scheduler:
             job.future.set_exception(exc)
             return
         try:
-            job.future.set_result(job.work(engine, job.cancel))
+            with owned_by(job.client):  # its log records go to its own editor only
+                job.future.set_result(job.work(engine, job.cancel))
         except BaseException as exc:
             job.future.set_exception(exc)
         finally:

@@ -40,6 +40,7 @@ import torch
 
 from ..kernels.head_types import FillRule
 from .canvas import CLAMP_LOGIT_FLOOR, clamp_logits, shift_in
+from .stop import StopCheck
 
 
 @dataclass(frozen=True)
@@ -299,12 +300,12 @@ StepFn = Callable[[object, object, CanvasSpec, SamplerRules, StepInput], StepOut
 
 
 def denoise(model, cache, spec: CanvasSpec, rules: SamplerRules, step_fn: StepFn, *,
-            generator: torch.Generator | None = None, cancel: threading.Event | None = None,
+            generator: torch.Generator | None = None, cancel: threading.Event | StopCheck | None = None,
             on_step: Callable[[int], None] | None = None) -> DenoiseOutcome:
     """Denoise `spec`'s canvas under `rules`, one `step_fn` per step.
 
-    Span slots start as uniform noise (or `spec.start`, which is not noise). Cancellation is
-    checked before every decoder pass; `on_step(n)` hears each finished step (no decoding, no
+    Span slots start as uniform noise (or `spec.start`, which is not noise). `cancel` (an event or
+    the engine's StopCheck: cancel or deadline) is checked before every decoder pass; `on_step(n)` hears each finished step (no decoding, no
     device sync).
     """
     settings, vocab_size = rules.settings, rules.vocab_size

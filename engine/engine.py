@@ -21,8 +21,10 @@ from .canvas import (
 )
 from .denoise import CanvasSpec, DenoiseSettings, SamplerRules, denoise, fused_step, reference_step
 from .fast_decoder import FastDecoder, unsupported_reason
+from .layout_b import infill_b, resolve_layout
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
+from .stop import StopCheck, Stopped
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
@@ -34,6 +36,8 @@ MIN_SUFFIX_ROOM = 8
 CPU_SUFFIX_WINDOW = 16
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
+PREFIX_CHARS = 48_000  # prefixes longer than this are first cut to about this many chars,
+PREFIX_GRID = 8_192  # at a point that moves in steps of this, so a document's cache stays valid
 PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
@@ -53,25 +57,25 @@ def default_soft_eps(vocab_size: int) -> float:
 
 class Engine:
     """The resident model. One request denoises at a time; any thread may call `infill`.
-
-    Public: `infill`, `info`, `forget`, `close`, `tokenize`, `count_tokens`, `prompt_ids`, and
-    `cache`, the per-document `PrefixCache` (benchmarks seed it; tests inspect it).
-    """
+    `cache` (the per-document PrefixCache) is public: benchmarks seed it, tests inspect it."""
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
                  soft_eps: float | None = None, suffix_window: int | str | None = "auto",
-                 fast_decoder: bool = True):
+                 fast_decoder: bool = True, layout: str | None = "auto", quantize: str | None = None,
+                 loaded=None):
         if head not in HEADS:
             raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
-        loaded = load_model(model, device=device, dtype=dtype)
+        # `loaded` (a loading.LoadedModel) serves a model built in memory, e.g. the release-shapes bench
+        loaded = loaded or load_model(model, device=device, dtype=dtype, quantize=quantize)
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.path, self.name = loaded.path, loaded.name
-        self.device, self.dtype = loaded.device, loaded.dtype
+        self.device, self.dtype, self.quantize = loaded.device, loaded.dtype, loaded.quantize
         self.config = self.model.config
         self.text_config = self.config.get_text_config()
         self.special = SpecialTokens.from_config(self.config)
+        self.layout = resolve_layout(layout, self.config, self.tokenizer, self.name)  # "A" or "B" (layout_b.py)
         self.token_shift = token_shift(self.config)
         self.vocab_size = int(self.text_config.vocab_size)
         self.canvas_length = int(self.config.canvas_length or 256)
@@ -90,7 +94,8 @@ class Engine:
         self.suffix_window = suffix_window
         self._lock = threading.Lock()
         # The lean CPU decoder forward (same weights, fewer ops) wherever it applies.
-        self._fast_decoder = FastDecoder(self.model) if fast_decoder and unsupported_reason(self.model) is None else None
+        lean = fast_decoder and self.quantize is None and unsupported_reason(self.model) is None
+        self._fast_decoder = FastDecoder(self.model) if lean else None
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class Engine:
                 "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
                 "filler_token": self.special.fill is not None, "token_shift": self.token_shift, "head": self._head_name(),
                 "max_prefix_tokens": self.max_prefix_tokens, "max_span_tokens": self.max_span_tokens,
-                "suffix_window": self.suffix_window,
+                "suffix_window": self.suffix_window, "layout": self.layout, "quantize": self.quantize,
                 "soft_eps": self.soft_eps, "decoder": "lean" if self._fast_decoder is not None else "transformers"}
 
     def forget(self, doc_id: str) -> None:
@@ -122,15 +127,20 @@ class Engine:
         return encoder_ids(self._fit_prefix(prefix)[0], self.special)
 
     def infill(self, req: InfillRequest, cancel: threading.Event | None = None) -> InfillResult:
-        """Infill one span. Blocks; returns status "cancelled" (with the best draft) when `cancel` is set."""
+        """Infill one span. Blocks; returns status "cancelled" (with the best draft) when `cancel` is
+        set, "deadline" (the same) when `req.deadline` passes first."""
         queued = time.perf_counter()
+        stop = StopCheck(cancel, req.deadline)
         while not self._lock.acquire(timeout=0.02):
-            if cancel is not None and cancel.is_set():
-                return InfillResult(text="", status="cancelled", stats=InfillStats(queue_ms=_ms(queued)))
+            if stop.is_set():
+                return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
         try:
             stats = InfillStats(queue_ms=_ms(queued), head=self._head_name())
-            with torch.inference_mode():
-                return self._infill(req, cancel, stats)
+            # torchao's quantized experts cannot be indexed under inference_mode (quantize.py)
+            with torch.no_grad() if self.quantize else torch.inference_mode():
+                return self._infill(req, stop, stats)
+        except Stopped:
+            return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
         finally:
             self._lock.release()
 
@@ -147,12 +157,21 @@ class Engine:
 
     def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
         """Tokenize the prefix; if too long for the context, cut whole lines from the left.
+        Returns the ids and how many lines were cut.
 
         Cut points are snapped to a grid of characters (then to the next line start), so a small
         edit leaves the cut where it was and the document's prefix cache stays valid; the window
         kept is between half and all of the room. Huge prefixes are pre-trimmed the same way
-        before tokenizing, so a 50,000-line file costs no more than a short one.
+        before tokenizing (first to the last PREFIX_CHARS on a PREFIX_GRID, then to what the room
+        can use), so a 50,000-line file costs no more than a short one.
         """
+        base = _coarse_start(prefix)
+        if base:
+            ids, cut_lines = self._fit_window(prefix[base:])
+            return ids, cut_lines + prefix.count("\n", 0, base)
+        return self._fit_window(prefix)
+
+    def _fit_window(self, prefix: str) -> tuple[list[int], int]:
         room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
         start = 0
         if len(prefix) > room * PRETRIM_CHARS_PER_TOKEN:
@@ -190,12 +209,13 @@ class Engine:
         return ids
 
     def _budget(self, req: InfillRequest, span_ids: list[int]) -> int:
-        wanted = req.max_tokens or (16 if req.single_line else 32)
+        wanted = req.max_tokens or self.max_span_tokens  # the planner decides; the engine clamps
         if span_ids:
             wanted = max(wanted, len(span_ids) + 4)
         return max(1, min(wanted, self.max_span_tokens))
 
-    def _encode_prefix(self, ids: list[int], doc_id: str | None, stats: InfillStats) -> DynamicCache:
+    def _encode_prefix(self, ids: list[int], doc_id: str | None, stats: InfillStats,
+                       stop: StopCheck | None = None) -> DynamicCache:
         """Encode the prompt, reusing the document's cached keys/values for the common token prefix."""
         entry, common = self.cache.lookup(doc_id, ids)
         if entry is not None and common == len(ids):
@@ -211,16 +231,24 @@ class Engine:
             for i, layer in enumerate(cache.layers):
                 layer.update(entry.keys[i][:, :, :common], entry.values[i][:, :, :common])
         for begin in range(common, len(ids), PREFILL_CHUNK):
+            if stop is not None and stop.is_set():  # keep what is encoded for the next request
+                self._store_prefix(doc_id, ids[:begin], cache)
+                raise Stopped()
             end = min(begin + PREFILL_CHUNK, len(ids))
             chunk = torch.tensor([ids[begin:end]], device=self.device)
             positions = torch.arange(begin, end, device=self.device).unsqueeze(0)
             self.model.model.encoder(input_ids=chunk, past_key_values=cache, position_ids=positions, use_cache=True)
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
-        self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
+        keys, values = self._store_prefix(doc_id, ids, cache)
         stats.prefix_tokens_reused, stats.prefix_tokens_encoded = common, len(ids) - common
         # The decoder's view: sliding layers see only their window, exactly as after generate()'s encoder.
         return DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)), config=self.text_config)
+
+    def _store_prefix(self, doc_id: str | None, ids: list[int], cache: DynamicCache) -> tuple[list, list]:
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        if ids:
+            self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
+        return keys, values
 
     def _step_fn(self):
         head = self._head_name()
@@ -228,7 +256,18 @@ class Engine:
             return reference_step
         return functools.partial(fused_step, impl=head, soft_eps=self.soft_eps, decoder=self._fast_decoder)
 
-    def _infill(self, req: InfillRequest, cancel: threading.Event | None, stats: InfillStats) -> InfillResult:
+    def _layout_for(self, req: InfillRequest) -> str:
+        """The request's layout (None/"auto": the engine's); repairs always run in layout A."""
+        if req.remask is not None:
+            return "A"
+        if req.layout in (None, "", "auto"):
+            return self.layout
+        return resolve_layout(req.layout, self.config, self.tokenizer, self.name)
+
+    def _infill(self, req: InfillRequest, stop: StopCheck, stats: InfillStats) -> InfillResult:
+        if self._layout_for(req) == "B":
+            return infill_b(self, req, stop, stats, req.language)
+        stats.layout = "A"
         start = time.perf_counter()
         prefix_ids, stats.prefix_cut_lines = self._fit_prefix(req.prefix)
         prompt = encoder_ids(prefix_ids, self.special) or [self.special.pad]
@@ -243,7 +282,7 @@ class Engine:
         stats.prefix_tokens = len(prompt)
         stats.canvas_length = length = int(layouts[0].ids.numel())
 
-        cache = self._encode_prefix(prompt, req.doc_id, stats)
+        cache = self._encode_prefix(prompt, req.doc_id, stats, stop)
         if len(layouts) > 1:
             cache.batch_repeat_interleave(len(layouts))
         t_enc = time.perf_counter()
@@ -267,7 +306,7 @@ class Engine:
         positions = torch.arange(len(prompt), len(prompt) + length, device=self.device).unsqueeze(0)
         spec = CanvasSpec.build(template, clamped, positions, batch=len(layouts), start=seeded, anchor=anchor)
         try:
-            outcome = denoise(self.model, cache, spec, rules, self._step_fn(), generator=generator, cancel=cancel,
+            outcome = denoise(self.model, cache, spec, rules, self._step_fn(), generator=generator, cancel=stop,
                               on_step=req.on_step)
         finally:
             if self._fast_decoder is not None:
@@ -281,16 +320,16 @@ class Engine:
         stats.span_budget, stats.suffix_tokens, stats.suffix_cut = chosen.span_slots, chosen.suffix_tokens, chosen.suffix_cut
         tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special,
                              drop_fill=req.remask is not None)
+        if outcome.steps == 0:  # stopped before the first step: the canvas is still noise
+            tokens = []
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
-        if req.single_line:
-            text = text.split("\n", 1)[0]
         confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
         stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
         stats.post_ms = _ms(t_den)
         stats.total_ms = _ms(start)
         pieces = self.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
-        status = "cancelled" if outcome.cancelled else "ok"
+        status = stop.reason() if outcome.cancelled else "ok"
         return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
 
     def _repair_layout(self, layout: CanvasLayout, span: str, remask: list[tuple[int, int]]) -> CanvasLayout:
@@ -336,6 +375,15 @@ class Engine:
         budgets = sorted({max(1, budget // 4), max(1, budget // 2), budget})
         length = min(length, budget + len(suffix_ids) + 1)  # as generate() would: no padding
         return [build_canvas(b, suffix_ids, length, self.special, pad_to_length=True) for b in budgets]
+
+
+def _coarse_start(prefix: str) -> int:
+    """The first pre-trim of a huge prefix: a line start on a coarse grid, PREFIX_CHARS from the end."""
+    if len(prefix) <= PREFIX_CHARS:
+        return 0
+    cut = (len(prefix) - PREFIX_CHARS) // PREFIX_GRID * PREFIX_GRID
+    newline = prefix.find("\n", cut)
+    return cut if newline == -1 else newline + 1
 
 
 def _ms(since: float) -> float:

@@ -20,10 +20,14 @@ class InfillRequest:
 
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
-    the engine's default). `on_step(n)` hears each finished denoising step (on the worker thread;
-    nothing is decoded for it).
+    as much as the canvas holds); the engine only clamps it to its capacity. `single_line` says
+    the planner wants one line: prompt layouts tell the model so, and post-processing keeps the
+    first line (the engine does not cut). `on_step(n)` hears each
+    finished denoising step (on the worker thread; nothing is decoded for it).
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
+    `deadline` (a `time.monotonic()` value) stops the work there: the result then has status
+    "deadline" and carries the draft of the last finished step ("" if none finished).
     """
 
     prefix: str
@@ -37,6 +41,9 @@ class InfillRequest:
     seed_with_span: bool = False
     on_step: Callable[[int], None] | None = None
     remask: list[tuple[int, int]] | None = None
+    layout: str | None = None  # "A", "B" or None/"auto" (the checkpoint's; see layout_b.py)
+    language: str = ""  # the language's name, for layout B's instruction
+    deadline: float | None = None
 
 
 @dataclass
@@ -61,6 +68,7 @@ class InfillStats:
     total_ms: float = 0.0
     queue_ms: float = 0.0
     head: str = ""
+    layout: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,17 +76,14 @@ class InfillStats:
 
 @dataclass
 class InfillResult:
-    """The infill text with per-token confidence; `status` is "ok" or "cancelled"."""
+    """The infill text with per-token confidence; `status` is "ok", "cancelled" (the best draft so
+    far) or "deadline" (cut by the request's deadline: the best draft so far)."""
 
     text: str
     status: str = "ok"
     confidence: list[float] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     stats: InfillStats = field(default_factory=InfillStats)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.status == "cancelled"
 
     def to_dict(self) -> dict:
         return {
