@@ -257,6 +257,12 @@ def decoder_hidden(model, canvas, cache, positions, soft_embedding) -> torch.Ten
     return decoder.norm(hidden)
 
 
+# Vocabulary rows per chunk of the torch (CPU) head. At the real vocabulary (262,144 x 2304) a
+# canvas of 48 rows denoised 20% faster with chunks of 32,768 than of 8,192 (one thread: 1.29 s
+# vs 1.53 s for both matmuls of a step), for [rows, 32,768] float32 temporaries (6 MB at 48 rows).
+HEAD_CHUNK = 32768
+
+
 def fused_step(model, cache, spec: CanvasSpec, rules: SamplerRules, inp: StepInput, *, impl: str = "auto",
                soft_eps: float = 0.0, decoder: Callable | None = None) -> StepOutput:
     """One decoder pass with the fused diffusion head: no [canvas, vocab] logits are kept.
@@ -282,7 +288,7 @@ def fused_step(model, cache, spec: CanvasSpec, rules: SamplerRules, inp: StepInp
     out = diffusion_head(rows, weight, temperature=inp.temperature,
                          softcap=model.final_logit_softcapping, embed_scale=scale, seed=seed,
                          banned=rules.banned, soft_eps=soft_eps, impl=impl, rows=free, row_banned=row_ban,
-                         fill=rules.fill)
+                         fill=rules.fill, chunk=HEAD_CHUNK)
     flat_tokens = tokens.reshape(-1)
     sample, argmax = flat_tokens.clone(), flat_tokens.clone()
     sample[free], argmax[free] = out.sample, out.argmax
