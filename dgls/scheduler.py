@@ -20,6 +20,8 @@ from typing import Any
 
 from dgls.engine import EngineError, ModelLoadError
 
+from . import fault_injection
+
 log = logging.getLogger(__name__)
 
 EngineKey = tuple[str | None, str | None, str | None]  # (model, device, dtype)
@@ -90,7 +92,7 @@ class EngineHost:
             if factory is None:
                 from dgls.engine import Engine as factory
             model, device, dtype = key
-            engine = factory(model=model, device=device, dtype=dtype)
+            engine = fault_injection.wrap(factory(model=model, device=device, dtype=dtype))
         except EngineError as exc:
             error = exc
         except Exception as exc:  # an unexpected failure still leaves the server serving
