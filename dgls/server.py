@@ -27,7 +27,12 @@ from typing import Any
 
 from lsprotocol import types as lsp
 from pygls.capabilities import ServerCapabilitiesBuilder
-from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import (
+    FeatureRequestError,
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+)
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
@@ -37,6 +42,7 @@ from dgls.engine import EngineError
 from . import pipeline
 from .documents import UTF8, UTF16, UTF32, DocumentStore, PositionError
 from .edits import completion_item, inline_items, workspace_edit
+from .log_filters import OneLinePygls
 from .options import SECTION, Settings, section_of
 from .scheduler import EngineHost, Scheduler, Superseded
 
@@ -93,6 +99,12 @@ class DglsProtocol(LanguageServerProtocol):
     def handle_message(self, message: Any) -> None:
         if isinstance(message, _BadRequest):
             self._send_response(message.id, error=message.error.to_response_error())
+            return
+        msg_id, version = getattr(message, "id", None), getattr(message, "jsonrpc", None)
+        if version != self.VERSION and isinstance(msg_id, (int, str)) and hasattr(message, "method"):
+            # pygls drops these unanswered; the client would wait for ever
+            error = JsonRpcInvalidRequest(f"unsupported JSON-RPC version {version!r}; dgls speaks 2.0")
+            self._send_response(msg_id, error=error.to_response_error())
             return
         super().handle_message(message)
 
@@ -266,6 +278,9 @@ class DglsServer(LanguageServer):
             return None
         except EngineError as exc:
             raise JsonRpcException(str(exc), code=REQUEST_FAILED) from None
+        except Exception as exc:  # a fault inside the engine (a bug, MemoryError): this request fails, not the server
+            raise JsonRpcException(f"dgls: the infill failed ({type(exc).__name__}: {exc}); the server keeps serving",
+                                   code=REQUEST_FAILED) from None
         finally:
             self._busy(-1)
         current = self.docs.get(uri)
@@ -557,6 +572,8 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(Settings(log_level=level).log_level_no)
+    if level != "debug":
+        handler.addFilter(OneLinePygls())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)

@@ -129,8 +129,12 @@ class Fuzzer:
             return Message("malformed", _dumps({"jsonrpc": "2.0", "method": r.choice(ODD_NUMBERS), "id": "m"}))
         if choice == 5:  # a reply to a request the server never sent
             return Message("malformed", _dumps({"jsonrpc": "2.0", "id": r.randrange(10**6), "result": {"x": 1}}))
-        if choice == 6:
-            return Message("malformed", _dumps({"jsonrpc": "1.0", "id": None, "method": "textDocument/completion"}))
+        if choice == 6:  # a request in another JSON-RPC version still deserves an error
+            msg_id = self.next_id()
+            return Message("malformed", _dumps({"jsonrpc": "1.0", "id": msg_id, "method": "textDocument/completion",
+                                                "params": self._feature_params("textDocument/completion", self._any_uri(),
+                                                                               self._position())}),
+                           msg_id)
         return Message("malformed", b'{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"a": "\xff\xfe"}}')
 
     def bad_change(self) -> Message:
