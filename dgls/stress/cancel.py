@@ -19,7 +19,7 @@ from .messages import SAMPLE
 from .servers import idle_fraction, start_stdio, tracebacks
 
 # Slow enough that a cancel often lands while the denoising loop runs.
-SLOW = {"steps": 24, "maxSpanTokens": 24, "debounceMs": 0}
+SLOW = {"steps": 6, "maxSpanTokens": 16, "debounceMs": 0}
 CURSOR = (13, 26)  # the end of "return self.size * " in SAMPLE
 MAX_IN_FLIGHT = 4
 
@@ -47,9 +47,18 @@ def _edit(client: RpcClient, uri: str, version: int) -> Future:
     return client.ack(uri)
 
 
-def run_cancel(model_dir: Path, workdir: Path, count: int, seed: int = 0, max_delay: float = 0.4,
-               answer_timeout: float = 120) -> dict[str, Any]:
-    """`count` requests, each cancelled after a random delay in [0, max_delay) seconds."""
+def _baseline(client: RpcClient, uri: str) -> float:
+    """The median time of an uncancelled request here, so cancels land before, during and after."""
+    times = []
+    for _ in range(3):
+        fut = _request(client, random.Random(0), uri)
+        fut.result(120)
+        times.append(fut.answered - fut.sent)  # type: ignore[attr-defined]
+    return sorted(times)[1]
+
+
+def run_cancel(model_dir: Path, workdir: Path, count: int, seed: int = 0, answer_timeout: float = 120) -> dict[str, Any]:
+    """`count` requests, each cancelled after a random delay of up to 1.5x an uncancelled request's time."""
     rng = random.Random(seed)
     server, client = start_stdio(model_dir, workdir)
     uri = "file:///tmp/dgls-stress/cancel.py"
@@ -57,6 +66,7 @@ def run_cancel(model_dir: Path, workdir: Path, count: int, seed: int = 0, max_de
         client.initialize({"dgls": SLOW})
         client.wait_status("ready")
         client.open(uri, SAMPLE)
+        max_delay = 1.5 * _baseline(client, uri)
         version, owed, acks = 1, [], []
         started = time.monotonic()
         for _ in range(count):
@@ -71,7 +81,8 @@ def run_cancel(model_dir: Path, workdir: Path, count: int, seed: int = 0, max_de
                 acks.append(_edit(client, uri, version))
         settle(owed + acks, answer_timeout)
         seconds = time.monotonic() - started
-        figures: dict[str, Any] = {**tally(owed), "seconds": round(seconds, 1), "edits": version - 1}
+        figures: dict[str, Any] = {**tally(owed), "seconds": round(seconds, 1), "edits": version - 1,
+                                   "max_cancel_delay_s": round(max_delay, 3)}
         figures["cancelled"] = figures["error_codes"].get("-32800", 0)
         figures["cpu_after"] = round(idle_fraction(server.pid, 1.5), 3)
         statuses = [p.get("state") for _, m, p in client.notifications if m == "dgls/status"]
