@@ -195,10 +195,10 @@ class RpcClient:
             return len(self.notifications)
 
     def messages_since(self, since: int) -> list[str]:
-        """Text of window/showMessage and window/logMessage notifications after `since`."""
+        """Text of the messages and statuses the server sent after `since`."""
         with self._cond:
-            return [p.get("message", "") for _, m, p in self.notifications[since:]
-                    if m in ("window/showMessage", "window/logMessage") and isinstance(p, dict)]
+            return [str(p.get("message", "")) for _, m, p in self.notifications[since:]
+                    if m in ("window/showMessage", "window/logMessage", "dgls/status") and isinstance(p, dict)]
 
     def open(self, uri: str, text: str, version: int = 1, language: str = "python") -> None:
         self.versions[uri] = version

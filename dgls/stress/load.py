@@ -9,10 +9,13 @@ came; the latencies reported are of the answers that were not superseded (what t
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import random
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 from .client import Endpoint, RpcClient, position
 from .fuzz import settle
 from .messages import SAMPLE
-from .servers import idle_fraction, rss_mb, start_daemon, tracebacks
+from .servers import ServerRun, idle_fraction, rss_mb, start_daemon, tracebacks
 
 WORDS = ("value", "self", "result", "index", "items", "append", "return", "count", "total", "name")
 
@@ -30,7 +33,7 @@ WORDS = ("value", "self", "result", "index", "items", "append", "return", "count
 class Sample:
     sent: float
     latency: float | None  # None: superseded, unanswered or an error
-    outcome: str  # "shown", "superseded", "error", "unanswered"
+    outcome: str  # "shown" (items), "empty" (an answer with nothing to show), "superseded", "error", "unanswered"
 
 
 @dataclass
@@ -48,11 +51,12 @@ class Typist:
         rng = random.Random(self.seed)
         client, uri, words = self._connect(), self._new_doc_name(rng), 0
         client.open(uri, SAMPLE)
-        line, col, version, pending = SAMPLE.count("\n"), 0, 1, []
+        line, col, version, pending, changes = SAMPLE.count("\n"), 0, 1, [], []
         while time.monotonic() < until and client.alive():
             word = rng.choice(WORDS) + rng.choice(["", " ", "(", " = "])
             for ch in word:
                 version += 1
+                changes.append(time.monotonic())
                 client.change(uri, version, [{"range": {"start": position(line, col), "end": position(line, col)},
                                               "text": ch}])
                 col += 1
@@ -63,20 +67,23 @@ class Typist:
                 time.sleep(1.0 / self.keys_per_second)
             words += 1
             if rng.random() < 0.25:
+                changes.append(time.monotonic())
                 client.change(uri, version + 1, [{"range": {"start": position(line, col), "end": position(line, col)},
                                                   "text": "\n    "}])
                 version, line, col = version + 1, line + 1, 4
-            time.sleep(rng.uniform(0.5, 1.5))
+            time.sleep(max(0.0, min(rng.uniform(0.5, 3.0), until - time.monotonic())))  # a pause to think
             if self.churn and words % 15 == 0:
+                changes.append(time.monotonic())
                 client.close_doc(uri)
-                self._collect(pending, client, uri)
+                settle(pending, 30)
+                self._collect(pending, changes)
                 if rng.random() < 0.5:
                     client.shutdown()
                     client, self.reconnects = self._connect(), self.reconnects + 1
                 uri, line, col, version = self._new_doc_name(rng), SAMPLE.count("\n"), 0, 1
                 client.open(uri, SAMPLE)
         settle(pending, 30)
-        self._collect(pending, client, uri)
+        self._collect(pending, changes)
         client.shutdown()
 
     def _connect(self) -> RpcClient:
@@ -87,11 +94,12 @@ class Typist:
     def _new_doc_name(self, rng: random.Random) -> str:
         return f"file:///tmp/dgls-stress/typist{self.seed}-{rng.randrange(10**9)}.py"
 
-    def _collect(self, pending: list[Future], client: RpcClient, uri: str) -> None:
-        """Turn finished requests into samples; a request is superseded if a later key preceded its answer."""
-        sent_times = [f.sent for f in pending]  # type: ignore[attr-defined]
-        for i, fut in enumerate(pending):
-            next_key = sent_times[i + 1] if i + 1 < len(pending) else float("inf")
+    def _collect(self, pending: list[Future], changes: list[float]) -> None:
+        """Turn finished requests into samples; a request is superseded when the document changed
+        (a key, a new line, a close) after it was sent and before its answer came."""
+        for fut in pending:
+            later = bisect.bisect_right(changes, fut.sent)  # type: ignore[attr-defined]
+            next_key = changes[later] if later < len(changes) else float("inf")
             if not fut.done():
                 self.samples.append(Sample(fut.sent, None, "unanswered"))  # type: ignore[attr-defined]
                 continue
@@ -101,10 +109,11 @@ class Typist:
             elif answered > next_key:
                 outcome = "superseded"
             else:
-                outcome = "shown"
-            latency = answered - fut.sent if outcome == "shown" else None  # type: ignore[attr-defined]
+                outcome = "shown" if reply.get("result") else "empty"
+            latency = answered - fut.sent if outcome in ("shown", "empty") else None  # type: ignore[attr-defined]
             self.samples.append(Sample(fut.sent, latency, outcome))  # type: ignore[attr-defined]
         pending.clear()
+        changes.clear()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -116,7 +125,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:
     shown = [s.latency for s in samples if s.latency is not None]
-    outcomes = {k: sum(s.outcome == k for s in samples) for k in ("shown", "superseded", "error", "unanswered")}
+    outcomes = {f"{k}s" if k == "error" else k: sum(s.outcome == k for s in samples)
+                for k in ("shown", "empty", "superseded", "error", "unanswered")}
     return {"requests": len(samples), **outcomes, "p50_s": percentile(shown, 0.5), "p95_s": percentile(shown, 0.95),
             "mean_s": round(statistics.fmean(shown), 3) if shown else None}
 
@@ -146,52 +156,59 @@ def _warm(endpoint: Endpoint) -> None:
     client.shutdown()
 
 
-def run_load(model_dir: Path, workdir: Path, clients: int = 3, seconds: float = 30, seed: int = 0) -> dict[str, Any]:
-    """`clients` typists for `seconds` against one daemon: latency of shown answers and memory."""
-    server = start_daemon(model_dir, workdir)
+@contextlib.contextmanager
+def serving(model_dir: Path, workdir: Path, daemon: ServerRun | None = None) -> Iterator[ServerRun]:
+    """The daemon given, or a new one that is stopped afterwards."""
+    server = daemon or start_daemon(model_dir, workdir)
     try:
+        yield server
+    finally:
+        if daemon is None:
+            server.stop()
+
+
+def run_load(model_dir: Path, workdir: Path, clients: int = 3, seconds: float = 30, seed: int = 0,
+             daemon: ServerRun | None = None) -> dict[str, Any]:
+    """`clients` typists for `seconds` against one daemon: latency of shown answers and memory."""
+    with serving(model_dir, workdir, daemon) as server:
         _warm(server.endpoint)
         rss_before = rss_mb(server.pid)
         typists = _drive(server.endpoint, clients, seconds, churn=False, seed=seed)
         rss_after = rss_mb(server.pid)
         figures = {"clients": clients, "seconds": seconds, **summarize([s for t in typists for s in t.samples]),
                    "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1),
-                   "cpu_after": round(idle_fraction(server.pid, 1.5), 3), "alive": server.proc.poll() is None}
-    finally:
-        server.stop()
+                   "cpu_after": round(idle_fraction(server.pid), 3), "alive": server.proc.poll() is None}
     figures["tracebacks"] = tracebacks(server.log_text())
     figures["failures"] = _failures(figures)
     return figures
 
 
-def run_soak(model_dir: Path, workdir: Path, seconds: float, clients: int = 2, seed: int = 100) -> dict[str, Any]:
+def run_soak(model_dir: Path, workdir: Path, seconds: float, clients: int = 2, seed: int = 100,
+             daemon: ServerRun | None = None) -> dict[str, Any]:
     """Typing with document and connection churn for `seconds`: RSS growth and latency drift,
     first fifth against last fifth."""
-    server = start_daemon(model_dir, workdir)
     rss: list[tuple[float, float]] = []
-    try:
+    with serving(model_dir, workdir, daemon) as server:
         _warm(server.endpoint)
         start = time.monotonic()
         rss.append((start, rss_mb(server.pid)))
         typists = _drive(server.endpoint, clients, seconds, churn=True, seed=seed,
                          on_tick=lambda: rss.append((time.monotonic(), rss_mb(server.pid))))
         samples = [s for t in typists for s in t.samples]
-        fifth = seconds / 5
+        fifth, end = seconds / 5, start + seconds
         first = summarize([s for s in samples if s.sent < start + fifth])
-        last = summarize([s for s in samples if s.sent >= start + seconds - fifth])
+        last = summarize([s for s in samples if s.sent >= end - fifth])
         rss_first = statistics.median(v for t, v in rss if t < start + fifth)
-        rss_last = statistics.median(v for t, v in rss if t >= start + seconds - fifth) if rss[-1][0] >= start + seconds - fifth else rss[-1][1]
+        rss_last = statistics.median([v for t, v in rss if t >= end - fifth] or [rss[-1][1]])
         figures = {"clients": clients, "seconds": seconds, **summarize(samples),
                    "reconnects": sum(t.reconnects for t in typists),
                    "first_fifth_p50_s": first["p50_s"], "last_fifth_p50_s": last["p50_s"],
                    "first_fifth_p95_s": first["p95_s"], "last_fifth_p95_s": last["p95_s"],
                    "rss_first_fifth_mb": round(rss_first, 1), "rss_last_fifth_mb": round(rss_last, 1),
                    "rss_growth_mb": round(rss_last - rss_first, 1),
-                   "cpu_after": round(idle_fraction(server.pid, 1.5), 3), "alive": server.proc.poll() is None}
+                   "cpu_after": round(idle_fraction(server.pid), 3), "alive": server.proc.poll() is None}
         if first["p50_s"] and last["p50_s"]:
             figures["p50_drift"] = round(last["p50_s"] / first["p50_s"], 2)
-    finally:
-        server.stop()
     figures["tracebacks"] = tracebacks(server.log_text())
     figures["failures"] = _failures(figures)
     return figures
@@ -203,7 +220,7 @@ def _failures(f: dict[str, Any]) -> list[str]:
         out.append(f"{f['unanswered']} requests were never answered")
     if f["errors"]:
         out.append(f"{f['errors']} requests failed")
-    if not f["shown"]:
+    if not f["shown"] + f["empty"]:
         out.append("no answer reached the user: every request was superseded")
     if f["cpu_after"] > 0.25:
         out.append(f"the engine kept working after the typing stopped ({f['cpu_after']:.0%} of a core)")
