@@ -206,6 +206,7 @@ def run_soak(model_dir: Path, workdir: Path, seconds: float, clients: int = 2, s
                    "first_fifth_p95_s": first["p95_s"], "last_fifth_p95_s": last["p95_s"],
                    "rss_first_fifth_mb": round(rss_first, 1), "rss_last_fifth_mb": round(rss_last, 1),
                    "rss_growth_mb": round(rss_last - rss_first, 1),
+                   "rss_by_minute_mb": [round(v, 1) for t, v in rss[::60]],
                    "cpu_after": round(idle_fraction(server.pid), 3), "alive": server.proc.poll() is None}
         if first["p50_s"] and last["p50_s"]:
             figures["p50_drift"] = round(last["p50_s"] / first["p50_s"], 2)
