@@ -12,6 +12,8 @@ Sections (each can be picked with --only):
 - growth-real: the same at 1k and 32k on the real-size random model with the release's pattern of
             five sliding-window layers to one full-attention layer, its prefix cache seeded with
             random keys/values instead of a 32k-token prefill (about 3 minutes on a CPU);
+- release:  the 26B release's exact shapes in bf16 and 4-bit, as many layers as fit, CUDA only
+            (bench_release.py; one "skipped" line elsewhere);
 and the process's peak RSS. Wall-clock numbers are for reading; the ratios are the result.
 """
 
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SECTIONS = ("latency", "head", "generate", "repeat", "growth", "growth-real")
+SECTIONS = ("latency", "head", "generate", "repeat", "growth", "growth-real", "release")
 SOURCE_DIR = Path(__file__).resolve().parent
 
 
@@ -276,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
         results["growth"] = bench_growth(args.steps)
     if "growth-real" in args.only:
         results["growth_real"] = bench_growth_real_size(args.hidden, args.steps)
+    if "release" in args.only:
+        from .bench_release import bench_release
+
+        results["release"] = bench_release(repeats=args.repeats)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
@@ -324,6 +330,10 @@ def format_table(results: dict) -> str:
         cells = ", ".join(f"{k}: {v['ms']} ms in {v['steps']} steps" for k, v in g.items() if k.isdigit())
         lines.append(f"\nrepeat cost vs file size, real-size random model (seeded cache): {cells}; "
                      f"32k/1k = {g['ratio_32k_over_1k']}x, per step {g['per_step_ratio_32k_over_1k']}x")
+    if "release" in results:
+        from .bench_release import format_release
+
+        lines += format_release(results["release"])
     lines.append(f"\npeak RSS {results['peak_rss_mb']} MB; bench took {results['bench_seconds']} s")
     return "\n".join(lines)
 

@@ -8,13 +8,13 @@ import sys
 
 # subcommand -> (module that implements it, help); each module has add_arguments(parser) and run(args)
 COMMANDS = {
-    "serve": ("dgls.server", "run the language server (stdio, or --tcp for a shared daemon)"),
+    "serve": ("dgls.serve", "run the language server (stdio, or --tcp for a shared daemon)"),
     "infill": ("dgls.infill_cmd", "infill one span of a file and print the result"),
     "bench": ("dgls.bench", "measure speed and memory against the stock generate() baseline"),
     "doctor": ("dgls.doctor", "check the environment, device, model and grammars"),
     "stress": ("dgls.stress.command", "fuzz, cancel storms, load, soak and faults against a real server"),
-    "train": ("dgls.engine.train.train", "train the embedded default model (resumable)"),
-    "eval": ("dgls.engine.train.evaluate", "run the held-out infill sets against baselines"),
+    "train": ("dgls.engine.train.command", "train the embedded default model (resumable)"),
+    "eval": ("dgls.evaluation.evaluate", "run the held-out infill sets against baselines"),
 }
 
 
@@ -24,6 +24,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint directory or a hub id already in the local cache (default: embedded model)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that run the engine (serve, infill, doctor, bench)."""
+    parser.add_argument("--quantize", default=None, choices=["4bit", "8bit", "none"],
+                        help="load the projections and experts in 8 or 4 bits (torchao; 4bit needs CUDA)")
+    parser.add_argument("--layout", default="auto", choices=["auto", "A", "B"],
+                        help="infill layout: A (suffix pinned in the canvas), B (the chat template; "
+                             "instruction-tuned models), auto (the checkpoint's)")
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

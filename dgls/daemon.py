@@ -15,7 +15,8 @@ import threading
 
 from pygls.io_ import run_async
 
-from .server import Shared, create_server
+from .connection import Shared
+from .handlers import create_server
 
 log = logging.getLogger("dgls.daemon")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from pathlib import Path
 
 from lsprotocol import types as lsp
@@ -22,7 +21,7 @@ class InputError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
+    from .cli import add_engine_arguments, add_model_arguments
 
     parser.add_argument("file", help="the source file")
     parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor (as LSP)")
@@ -34,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default=None, help="language id (default: from the file extension)")
     parser.add_argument("--json", action="store_true", help="print text, range and stats as JSON")
     add_model_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def read_source(path: Path) -> str:
@@ -90,19 +90,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from .engine import Engine, EngineError
     from .options import Settings
-    from .pipeline import plan_at, run_plans, snapshot
+    from .pipeline import infill_document
 
-    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps)
+    settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps, infill_layout=args.layout)
     try:
-        engine = Engine(args.model, device=args.device, dtype=args.dtype)
-        plan = plan_at(doc, start, end, settings)
+        engine = Engine(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
         results: list = []
-        edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event(),
-                          rewrite=end is not None, results=results)
+        plan, edit = infill_document(engine, doc, start, end, settings, results=results)
     except EngineError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 1
-    edit = edits[0]
     if args.json:
         rng = doc.range_of(edit.start, edit.end)
         print(json.dumps({

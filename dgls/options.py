@@ -23,7 +23,10 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "steps": ("steps", (int,), (1, 1024)),
     "debounceMs": ("debounce_ms", (int, float), (0, 10_000)),
     "logLevel": ("log_level", (str,), None),
+    "quantize": ("quantize", (str,), None),
+    "infillLayout": ("infill_layout", (str,), None),
 }
+CHOICES = {"quantize": ("none", "4bit", "8bit"), "infill_layout": ("auto", "A", "B")}
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,13 @@ class Settings:
     steps: int | None = None
     debounce_ms: float = 150
     log_level: str = "info"
+    quantize: str | None = None  # "4bit" / "8bit" (engine/quantize.py); None: the load dtype
+    infill_layout: str = "auto"  # "A", "B" or "auto" (the checkpoint's; engine/layout_b.py)
 
     @property
-    def engine_key(self) -> tuple[str | None, str | None, str | None]:
+    def engine_key(self) -> tuple[str | None, str | None, str | None, str | None]:
         """What identifies a loaded engine: changing any of these reloads it."""
-        return (self.model, self.device, self.dtype)
+        return (self.model, self.device, self.dtype, self.quantize)
 
     @property
     def log_level_no(self) -> int:
@@ -72,6 +77,11 @@ class Settings:
             if name == "log_level" and value.lower() not in LOG_LEVELS:
                 problems.append(f"dgls.logLevel must be one of {', '.join(LOG_LEVELS)} (ignored)")
                 continue
+            if name in CHOICES:
+                value = _choice(name, value)
+                if value is None:
+                    problems.append(f"dgls.{key} must be one of {', '.join(CHOICES[name])} (ignored)")
+                    continue
             changes[name] = value.lower() if name == "log_level" else value
         return replace(self, **changes), problems
 
@@ -85,6 +95,14 @@ def section_of(data: Any) -> dict[str, Any] | None:
         return inner
     if any(key in _KEYS for key in data):
         return data
+    return None
+
+
+def _choice(name: str, value: str) -> str | None:
+    """A CHOICES value in its canonical spelling ("none" quantization is None), or None if invalid."""
+    for choice in CHOICES[name]:
+        if value.strip().lower() == choice.lower():
+            return None if (name, choice) == ("quantize", "none") else choice
     return None
 
 

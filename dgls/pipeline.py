@@ -22,8 +22,8 @@ from .spans import plan_holes, plan_span
 
 log = logging.getLogger(__name__)
 
-PREFIX_CHARS = 48_000  # the engine keeps what fits its window; this bounds tokenizing huge files
-PREFIX_GRID = 8_192  # the cut point moves in steps, so the per-document prefix cache stays valid
+WINDOW_CHARS = 48_000  # a document too large for a syntax tree is planned and checked on a window
+WINDOW_GRID = 8_192
 SUFFIX_CHARS = 8_000
 MARKERS = ("...", "TODO")
 SEED = 0  # the same text gets the same infill, here and in `dgls infill`
@@ -45,7 +45,7 @@ def snapshot(doc: Document, doc_id: str) -> Snapshot:
     return Snapshot(doc.uri, doc.version, doc.text, doc.language_id, doc_id)
 
 
-def plan_at(doc: Document, start: int, end: int | None, settings: Settings, expand_to_node: bool = False) -> Any:
+def plan_at(doc: Document, start: int, end: int | None, settings: Settings) -> Any:
     """The span to mask for a cursor (end None) or a selection.
 
     A document too large for a syntax tree is planned on a window around the span, so a 20 MB
@@ -54,10 +54,10 @@ def plan_at(doc: Document, start: int, end: int | None, settings: Settings, expa
     stop = start if end is None else end
     text, base, tree = doc.text, 0, doc.tree
     if tree is None and len(text) > MAX_TREE_CHARS:
-        base = _prefix_cut(text, start)
+        base = _window_start(text, start)
         text = text[base:stop + SUFFIX_CHARS]
     plan = plan_span(text, doc.language_id, start - base, None if end is None else end - base,
-                     tree=tree, expand_to_node=expand_to_node, max_budget=settings.max_span_tokens)
+                     tree=tree, max_budget=settings.max_span_tokens)
     return replace(plan, start=plan.start + base, end=plan.end + base) if base else plan
 
 
@@ -79,12 +79,12 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
     text, shift, edits = snap.text, 0, []
     for plan in sorted(plans, key=lambda p: p.start):
         start, end = plan.start + shift, plan.end + shift
-        cut = _prefix_cut(text, start)
-        req = InfillRequest(
-            prefix=scrub(text[cut:start]), suffix=scrub(text[end:end + SUFFIX_CHARS]),
+        req = InfillRequest(  # the engine alone windows the prefix (by tokens, cache-friendly)
+            prefix=scrub(text[:start]), suffix=scrub(text[end:end + SUFFIX_CHARS]),
             span=scrub(text[start:end]), doc_id=snap.doc_id,
-            max_tokens=max(1, min(plan.budget, settings.max_span_tokens)), steps=settings.steps, seed=SEED,
+            max_tokens=plan.budget, steps=settings.steps, seed=SEED,
             single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft,
+            layout=settings.infill_layout, language=snap.language_id,
         )
         result = engine.infill(req, cancel=cancel)
         if result.status != "ok" or cancel.is_set():
@@ -100,11 +100,29 @@ def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings,
     return edits
 
 
-def _prefix_cut(text: str, start: int) -> int:
-    """Where the prefix handed to the engine begins: a line start on a coarse grid."""
-    if start <= PREFIX_CHARS:
+def infill_document(engine: Any, doc: Document, start: int, end: int | None, settings: Settings,
+                    results: list | None = None) -> tuple[Any, Edit]:
+    """The whole flow for one cursor (end None) or selection of a document, off any server:
+    plan, infill, post-process. `dgls infill` and `dgls eval` use it, as the server does."""
+    plan = plan_at(doc, start, end, settings)
+    edits = run_plans(engine, snapshot(doc, doc.uri), [plan], settings, threading.Event(),
+                      rewrite=end is not None, results=results)
+    return plan, (edits[0] if edits else Edit(plan.start, plan.end, doc.text[plan.start:plan.end]))
+
+
+def infilled_file(engine: Any, prefix: str, suffix: str, language_id: str = "python") -> str:
+    """The whole file after the server's edit for a cursor between `prefix` and `suffix`
+    (what `dgls eval` scores: planning, post-processing and the syntax check count)."""
+    doc = Document(uri="file:///eval/item", text=prefix + suffix, version=1, language_id=language_id)
+    _, edit = infill_document(engine, doc, len(prefix), None, Settings())
+    return doc.text[:edit.start] + edit.text + doc.text[edit.end:]
+
+
+def _window_start(text: str, start: int) -> int:
+    """Where the planning window of a huge document begins: a line start on a coarse grid."""
+    if start <= WINDOW_CHARS:
         return 0
-    cut = (start - PREFIX_CHARS) // PREFIX_GRID * PREFIX_GRID
+    cut = (start - WINDOW_CHARS) // WINDOW_GRID * WINDOW_GRID
     newline = text.find("\n", cut, start)
     return cut if newline == -1 else newline + 1
 
@@ -118,7 +136,7 @@ def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, lan
     window around the span (a whole-file syntax check of 20 MB takes a minute).
     """
     if len(text) > MAX_TREE_CHARS:
-        base = _prefix_cut(text, plan.start)
+        base = _window_start(text, plan.start)
         text = text[base:plan.end + SUFFIX_CHARS]
         plan = replace(plan, start=plan.start - base, end=plan.end - base)
 

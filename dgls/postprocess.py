@@ -23,12 +23,11 @@ breaks the parse when one that does not was available.  Rule (for the server's d
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dgls.spans import SpanPlan, detect_indent_unit, indent_width, render_indent
+from dgls.indentation import detect_indent_unit, indent_width, leading_ws, render_indent
+from dgls.spans import SpanPlan
 from dgls.syntax import SyntaxTree
 
 _OPEN, _CLOSE = "([{", ")]}"
@@ -38,10 +37,6 @@ _OPEN, _CLOSE = "([{", ")]}"
 def _uses_crlf(text: str) -> bool:
     lf = text.count("\n")
     return lf > 0 and text.count("\r\n") * 2 >= lf
-
-
-def _leading_ws(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t"))]
 
 
 def bracket_balance(code: str) -> int:
@@ -95,7 +90,7 @@ def _reindent(lines: list[str], plan: SpanPlan, line_before: str, unit: str) -> 
     for i, line in enumerate(lines):
         if not line.strip() or (i == 0 and not anchored):
             continue
-        lead = len(_leading_ws(line).expandtabs(tab))
+        lead = len(leading_ws(line).expandtabs(tab))
         widths[i] = max(len(line_before.expandtabs(tab)), lead) if i == 0 and line_before else lead
     if not widths:
         return [line.strip() if i else line.rstrip() for i, line in enumerate(lines)]
@@ -157,7 +152,7 @@ def _cut_dedent(lines: list[str], floor: int, unit: str) -> list[str]:
     Lines inside an open bracket or triple-quoted string may sit at any column and are kept."""
     for j in range(1, len(lines)):
         line = lines[j]
-        if not line.strip() or indent_width(_leading_ws(line), unit) >= floor:
+        if not line.strip() or indent_width(leading_ws(line), unit) >= floor:
             continue
         before = "\n".join(lines[:j])
         if bracket_balance(before) > 0 or before.count('"""') % 2 or before.count("'''") % 2:
@@ -208,36 +203,12 @@ def clean_infill(infill: str, plan: SpanPlan, text: str) -> str:
 # -- choose_infill -------------------------------------------------------------------------------
 @dataclass
 class Choice:
-    """The infill to propose and how it was found (``path`` feeds the server's stats)."""
+    """The infill to propose and how it was found."""
 
     text: str
     path: str  # "clean" | "repaired" | "next_best" | "dropped"
     errors: int = 0
     partial: bool = False
-
-
-STATS: Counter[str] = Counter()
-_STATS_LOCK = threading.Lock()
-
-
-def _record(choice: Choice) -> Choice:
-    with _STATS_LOCK:
-        STATS[choice.path] += 1
-        if choice.partial:
-            STATS["partial"] += 1
-    return choice
-
-
-def stats() -> dict[str, int]:
-    """Counts of the paths choose_infill has taken since start (or the last reset)."""
-    with _STATS_LOCK:
-        return {k: STATS.get(k, 0) for k in ("clean", "repaired", "next_best", "dropped", "partial")}
-
-
-def reset_stats() -> None:
-    """Zero the path counters (tests, or a server that reports per interval)."""
-    with _STATS_LOCK:
-        STATS.clear()
 
 
 def _bad_ranges(checked: SyntaxTree, start: int, length: int) -> list[tuple[int, int]]:
@@ -258,20 +229,15 @@ def _outside_line(checked: SyntaxTree, lo: int, hi: int) -> int:
 
 
 def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id: str,
-                  repair: Callable[[str, list[tuple[int, int]]], list[str]] | None = None,
-                  tree: SyntaxTree | None = None) -> Choice:
-    """Pick the best candidate that does not break the parse (rules in the module docstring).
-
-    ``tree`` may be the document's current SyntaxTree (for ``text``): candidates are then
-    checked by incremental reparses of copies of it instead of fresh parses.
-    """
-    base = tree if tree is not None and tree.text == text else SyntaxTree(language_id, text)
+                  repair: Callable[[str, list[tuple[int, int]]], list[str]] | None = None,) -> Choice:
+    """Pick the best candidate that does not break the parse (rules in the module docstring)."""
+    base = SyntaxTree(language_id, text)
     cleaned = [clean_infill(c, plan, text) for c in candidates]
     if base.tree is None:  # no grammar: nothing to check against
         for i, c in enumerate(cleaned):
             if c.strip():
-                return _record(Choice(c, "clean" if i == 0 else "next_best"))
-        return _record(Choice("", "dropped"))
+                return (Choice(c, "clean" if i == 0 else "next_best"))
+        return (Choice("", "dropped"))
 
     allowed = min(base.error_count(), base.with_edit(plan.start, plan.end, "").error_count())
     line_lo = text.rfind("\n", 0, plan.start) + 1
@@ -297,7 +263,7 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
             continue
         choice, checked = consider(candidate, "clean" if i == 0 else "next_best")
         if choice is not None:
-            return _record(choice)
+            return (choice)
         if i == 0 and repair is not None:
             try:
                 repaired = repair(candidate, _bad_ranges(checked, plan.start, len(candidate)))
@@ -308,7 +274,7 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
                 if fixed.strip():
                     choice, _ = consider(fixed, "repaired")
                     if choice is not None:
-                        return _record(choice)
+                        return (choice)
     if partial is not None:
-        return _record(partial)
-    return _record(Choice("", "dropped"))
+        return (partial)
+    return (Choice("", "dropped"))

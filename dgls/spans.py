@@ -22,9 +22,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 
+from dgls.indentation import (
+    default_indent_unit,
+    detect_indent_unit,
+    indent_width,
+    leading_ws,
+    line_bounds,
+    next_line,
+    prev_line,
+    render_indent,
+)
 from dgls.languages import ts_language_name
 from dgls.syntax import SyntaxTree
 
@@ -45,92 +54,9 @@ class SpanPlan:
     indent_unit: str = ""  # the document's indentation step, so post-processing agrees with us
 
 
-# -- indentation -------------------------------------------------------------------------------
-_DEFAULT_UNITS = {
-    "go": "\t", "make": "\t", "javascript": "  ", "typescript": "  ", "tsx": "  ", "json": "  ",
-    "lua": "  ", "ruby": "  ", "elixir": "  ", "yaml": "  ", "html": "  ", "css": "  ", "nix": "  ",
-}
-
-
-def default_indent_unit(language_id: str | None) -> str:
-    """The usual indentation step of a language (gofmt tabs, two spaces for JS/Lua/Ruby, else 4)."""
-    return _DEFAULT_UNITS.get(ts_language_name(language_id) or "", "    ")
-
-
-def detect_indent_unit(text: str, default: str = "    ") -> str:
-    """The document's indentation step: '\\t' or N spaces, from its own lines (else ``default``)."""
-    tabs = spaces = 0
-    steps: Counter[int] = Counter()
-    previous = 0
-    for line in text.splitlines()[:5000]:
-        if not line.strip():
-            continue
-        ws = _leading_ws(line)
-        if ws.startswith("\t"):
-            tabs += 1
-            continue
-        spaces += bool(ws)
-        if len(ws) - previous in (2, 3, 4, 8):
-            steps[len(ws) - previous] += 1
-        previous = len(ws)
-    if tabs > spaces:
-        return "\t"
-    if steps:
-        return " " * steps.most_common(1)[0][0]
-    return default if spaces == 0 or default != "\t" else "    "
-
-
-def indent_width(ws: str, unit: str) -> int:
-    """Columns of a whitespace prefix, counting a tab as one indentation unit of the document."""
-    tab = 4 if unit == "\t" else len(unit)
-    return len(ws.expandtabs(tab))
-
-
-def render_indent(width: int, unit: str) -> str:
-    """Whitespace of ``width`` columns in the document's style (tabs, then spaces for the rest)."""
-    width = max(0, width)
-    if unit == "\t":
-        return "\t" * (width // 4) + " " * (width % 4)
-    return " " * width
-
-
-def _leading_ws(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t"))]
-
-
-# -- lines ---------------------------------------------------------------------------------------
-def _line_bounds(text: str, pos: int) -> tuple[int, int]:
-    """[start, end) of the line holding ``pos``; end excludes the '\\r\\n' / '\\n'."""
-    start = text.rfind("\n", 0, pos) + 1
-    end = text.find("\n", pos)
-    end = len(text) if end < 0 else end
-    if end > start and text[end - 1] == "\r":
-        end -= 1
-    return start, end
-
-
-def _prev_line(text: str, pos: int) -> str | None:
-    """The nearest non-blank line ending before ``pos`` (None at the top)."""
-    lines = text[:pos].split("\n")
-    for line in reversed(lines[:-1]):
-        if line.strip():
-            return line.rstrip("\r")
-    return None
-
-
-def _next_line(text: str, pos: int) -> str | None:
-    """The nearest non-blank line starting after ``pos``'s line (None at the bottom)."""
-    nl = text.find("\n", pos)
-    if nl < 0:
-        return None
-    for line in text[nl + 1:].split("\n"):
-        if line.strip():
-            return line.rstrip("\r")
-    return None
-
-
 def _clamp_budget(value: float, max_budget: int, low: int = 4) -> int:
-    return max(4, min(max_budget, max(low, math.ceil(value))))
+    """The plan's token budget: at least `low`, never above the user's cap (the planner owns it)."""
+    return max(1, min(max_budget, max(low, math.ceil(value))))
 
 
 def _line_budget(line: str, max_budget: int) -> int:
@@ -218,11 +144,11 @@ def _empty_body(text: str, start: int, end: int, name: str | None, tree: SyntaxT
         after_line_end = text.find("\n", end)
         if after_line_end >= 0 and text[end:after_line_end].strip():
             return None  # code after the cursor on its line
-        nxt = _next_line(text, end)
+        nxt = next_line(text, end)
         if after_line_end < 0 or nxt is None:
             return opener_line
-        opener_width = len(_leading_ws(opener_line).expandtabs(4))
-        return opener_line if len(_leading_ws(nxt).expandtabs(4)) <= opener_width else None
+        opener_width = len(leading_ws(opener_line).expandtabs(4))
+        return opener_line if len(leading_ws(nxt).expandtabs(4)) <= opener_width else None
     return None
 
 
@@ -245,7 +171,7 @@ def _docstring_only_body(text: str, pos: int, width: int, unit: str) -> bool:
         opener = head.rstrip()
         opener_line = opener[opener.rfind("\n") + 1:]
         return (_strip_py_comment(opener_line).rstrip().endswith(":")
-                and indent_width(_leading_ws(opener_line), unit) < width)
+                and indent_width(leading_ws(opener_line), unit) < width)
     return False
 
 
@@ -283,30 +209,30 @@ def _plan_cursor(text: str, start: int, end: int, name: str | None, syntax: Synt
     if end > start:
         return _plan_selection(text, start, end, syntax, unit, expand_to_node, max_budget)
 
-    line_start, line_end = _line_bounds(text, start)
+    line_start, line_end = line_bounds(text, start)
     before, after = text[line_start:start], text[start:line_end]
     opener = _empty_body(text, start, start, name, syntax)
     if opener is not None:
-        indent = render_indent(indent_width(_leading_ws(opener), unit) + indent_width(unit, unit), unit)
-        if not before.strip() and indent_width(before, unit) > indent_width(_leading_ws(opener), unit):
+        indent = render_indent(indent_width(leading_ws(opener), unit) + indent_width(unit, unit), unit)
+        if not before.strip() and indent_width(before, unit) > indent_width(leading_ws(opener), unit):
             indent = before  # the editor already indented the body: respect it
-        return SpanPlan(start, start, max(4, max_budget), False, "block", indent)
+        return SpanPlan(start, start, max(1, max_budget), False, "block", indent)
     if before.rstrip().endswith(('"""', "'''")) and not after.strip() and name in _COLON_BLOCKS:
-        width = indent_width(_leading_ws(before), unit)
-        nxt = _next_line(text, start)
-        if (nxt is None or indent_width(_leading_ws(nxt), unit) < width) \
+        width = indent_width(leading_ws(before), unit)
+        nxt = next_line(text, start)
+        if (nxt is None or indent_width(leading_ws(nxt), unit) < width) \
                 and _docstring_only_body(text, start, width, unit):
             # at the end of a docstring that is all the body has: the body goes on the next lines
-            return SpanPlan(start, start, max(4, max_budget), False, "block", _leading_ws(before))
+            return SpanPlan(start, start, max(1, max_budget), False, "block", leading_ws(before))
     if before.strip() or after.strip():
         line = text[line_start:line_end]
         return SpanPlan(start, start, _line_budget(line, max_budget), True, "line", "")
 
     # a blank line: a statement or a few lines
-    prev, nxt = _prev_line(text, line_start), _next_line(text, start)
+    prev, nxt = prev_line(text, line_start), next_line(text, start)
     line_ws = text[line_start:line_end]
-    prev_ws = _leading_ws(prev) if prev is not None else ""
-    next_ws = _leading_ws(nxt) if nxt is not None else ""
+    prev_ws = leading_ws(prev) if prev is not None else ""
+    next_ws = leading_ws(nxt) if nxt is not None else ""
     if line_ws:
         indent = line_ws
     elif nxt is not None and indent_width(next_ws, unit) > indent_width(prev_ws, unit):
@@ -318,7 +244,7 @@ def _plan_cursor(text: str, start: int, end: int, name: str | None, syntax: Synt
         or indent_width(next_ws, unit) < indent_width(indent, unit)
     )
     if at_block_end and name in _COLON_BLOCKS and _docstring_only_body(text, line_start, indent_width(indent, unit), unit):
-        return SpanPlan(start, start, max(4, max_budget), False, "block", indent)  # the whole body is asked for
+        return SpanPlan(start, start, max(1, max_budget), False, "block", indent)  # the whole body is asked for
     return SpanPlan(start, start, _clamp_budget(32 if at_block_end else 24, max_budget), False,
                     "statement", indent)
 
@@ -348,16 +274,16 @@ def _plan_selection(text: str, start: int, end: int, syntax: SyntaxTree, unit: s
         if node is not None and node.parent is not None and not _on_node_boundaries(syntax, node, s, e):
             start, end = syntax.node_range(node)
             kind = "node"
-    line_start, line_end = _line_bounds(text, start)
+    line_start, line_end = line_bounds(text, start)
     selected = text[start:end]
     single_line = "\n" not in selected
     before = text[line_start:start]
     if before.strip() and single_line:
         indent = ""
     elif before.strip():
-        indent = _leading_ws(text[line_start:line_end])
+        indent = leading_ws(text[line_start:line_end])
     else:
-        indent = _leading_ws(text[line_start:line_end]) if before == "" else before
+        indent = leading_ws(text[line_start:line_end]) if before == "" else before
     return SpanPlan(start, end, _selection_budget(selected, max_budget), single_line, kind, indent)
 
 
@@ -381,7 +307,7 @@ def _find_hole(text: str, pos: int, marker: str, syntax: SyntaxTree) -> tuple[in
     """The range a marker occurrence stands for, or None when it is code (spread, vararg, string)."""
     if not _is_word_at(text, pos, marker):
         return None
-    line_start, line_end = _line_bounds(text, pos)
+    line_start, line_end = line_bounds(text, pos)
     line = text[line_start:line_end]
     own_line = line.strip() == marker
     if syntax.tree is None:
@@ -444,9 +370,9 @@ def plan_holes(text: str, language_id: str, start: int, end: int, markers: tuple
 
 def _hole_plan(text: str, hs: int, he: int, name: str | None, syntax: SyntaxTree, unit: str,
                max_budget: int) -> SpanPlan:
-    line_start, line_end = _line_bounds(text, hs)
-    line_ws = _leading_ws(text[line_start:line_end])
-    own_line = not text[line_start:hs].strip() and not text[he:_line_bounds(text, he)[1]].strip()
+    line_start, line_end = line_bounds(text, hs)
+    line_ws = leading_ws(text[line_start:line_end])
+    own_line = not text[line_start:hs].strip() and not text[he:line_bounds(text, he)[1]].strip()
     baseline = text[:hs] + text[he:]
     opener = _empty_body(baseline, hs, hs, name, None)
     if own_line:
@@ -457,6 +383,6 @@ def _hole_plan(text: str, hs: int, he: int, name: str | None, syntax: SyntaxTree
             hs -= 1
         while he < len(text) and text[he] in " \t":
             he += 1
-        indent = render_indent(indent_width(_leading_ws(opener), unit) + indent_width(unit, unit), unit)
-        return SpanPlan(hs, he, max(4, max_budget), False, "hole", indent)
+        indent = render_indent(indent_width(leading_ws(opener), unit) + indent_width(unit, unit), unit)
+        return SpanPlan(hs, he, max(1, max_budget), False, "hole", indent)
     return SpanPlan(hs, he, _line_budget(text[line_start:line_end], max_budget), True, "hole", "")

@@ -21,6 +21,7 @@ from .canvas import (
 )
 from .denoise import DenoiseSettings, denoise, fused_step, reference_step
 from .fast_decoder import FastDecoder, unsupported_reason
+from .layout_b import infill_b, resolve_layout
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
@@ -34,6 +35,8 @@ MIN_SUFFIX_ROOM = 8
 CPU_SUFFIX_WINDOW = 16
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
+PREFIX_CHARS = 48_000  # prefixes longer than this are first cut to about this many chars,
+PREFIX_GRID = 8_192  # at a point that moves in steps of this, so a document's cache stays valid
 PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
@@ -57,17 +60,20 @@ class Engine:
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  cache_mb: float = 256.0, head: str = "auto", max_prefix_tokens: int | None = None,
                  soft_eps: float | None = None, suffix_window: int | str | None = "auto",
-                 fast_decoder: bool = True):
+                 fast_decoder: bool = True, layout: str | None = "auto", quantize: str | None = None,
+                 loaded=None):
         if head not in HEADS:
             raise EngineError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
-        loaded = load_model(model, device=device, dtype=dtype)
+        # `loaded` (a loading.LoadedModel) serves a model built in memory, e.g. the release-shapes bench
+        loaded = loaded or load_model(model, device=device, dtype=dtype, quantize=quantize)
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.path, self.name = loaded.path, loaded.name
-        self.device, self.dtype = loaded.device, loaded.dtype
+        self.device, self.dtype, self.quantize = loaded.device, loaded.dtype, loaded.quantize
         self.config = self.model.config
         self.text_config = self.config.get_text_config()
         self.special = SpecialTokens.from_config(self.config)
+        self.layout = resolve_layout(layout, self.config, self.tokenizer, self.name)  # "A" or "B" (layout_b.py)
         self.token_shift = token_shift(self.config)
         self.vocab_size = int(self.text_config.vocab_size)
         self.canvas_length = int(self.config.canvas_length or 256)
@@ -86,7 +92,8 @@ class Engine:
         self.suffix_window = suffix_window
         self._lock = threading.Lock()
         # The lean CPU decoder forward (same weights, fewer ops) wherever it applies.
-        self._fast_decoder = FastDecoder(self.model) if fast_decoder and unsupported_reason(self.model) is None else None
+        lean = fast_decoder and self.quantize is None and unsupported_reason(self.model) is None
+        self._fast_decoder = FastDecoder(self.model) if lean else None
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -96,7 +103,7 @@ class Engine:
                 "parameters": params, "vocab_size": self.vocab_size, "canvas_length": self.canvas_length,
                 "filler_token": self.special.fill is not None, "token_shift": self.token_shift, "head": self._head_name(),
                 "max_prefix_tokens": self.max_prefix_tokens, "max_span_tokens": self.max_span_tokens,
-                "suffix_window": self.suffix_window,
+                "suffix_window": self.suffix_window, "layout": self.layout, "quantize": self.quantize,
                 "soft_eps": self.soft_eps, "decoder": "lean" if self._fast_decoder is not None else "transformers"}
 
     def forget(self, doc_id: str) -> None:
@@ -116,7 +123,8 @@ class Engine:
                 return InfillResult(text="", status="cancelled", stats=InfillStats(queue_ms=_ms(queued)))
         try:
             stats = InfillStats(queue_ms=_ms(queued), head=self._head_name())
-            with torch.inference_mode():
+            # torchao's quantized experts cannot be indexed under inference_mode (quantize.py)
+            with torch.no_grad() if self.quantize else torch.inference_mode():
                 return self._infill(req, cancel, stats)
         finally:
             self._lock.release()
@@ -134,12 +142,21 @@ class Engine:
 
     def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
         """Tokenize the prefix; if too long for the context, cut whole lines from the left.
+        Returns the ids and how many lines were cut.
 
         Cut points are snapped to a grid of characters (then to the next line start), so a small
         edit leaves the cut where it was and the document's prefix cache stays valid; the window
         kept is between half and all of the room. Huge prefixes are pre-trimmed the same way
-        before tokenizing, so a 50,000-line file costs no more than a short one.
+        before tokenizing (first to the last PREFIX_CHARS on a PREFIX_GRID, then to what the room
+        can use), so a 50,000-line file costs no more than a short one.
         """
+        base = _coarse_start(prefix)
+        if base:
+            ids, cut_lines = self._fit_window(prefix[base:])
+            return ids, cut_lines + prefix.count("\n", 0, base)
+        return self._fit_window(prefix)
+
+    def _fit_window(self, prefix: str) -> tuple[list[int], int]:
         room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
         start = 0
         if len(prefix) > room * PRETRIM_CHARS_PER_TOKEN:
@@ -177,7 +194,7 @@ class Engine:
         return ids
 
     def _budget(self, req: InfillRequest, span_ids: list[int]) -> int:
-        wanted = req.max_tokens or (16 if req.single_line else 32)
+        wanted = req.max_tokens or self.max_span_tokens  # the planner decides; the engine clamps
         if span_ids:
             wanted = max(wanted, len(span_ids) + 4)
         return max(1, min(wanted, self.max_span_tokens))
@@ -215,7 +232,18 @@ class Engine:
             return reference_step
         return functools.partial(fused_step, impl=head, soft_eps=self.soft_eps, decoder=self._fast_decoder)
 
+    def _layout_for(self, req: InfillRequest) -> str:
+        """The request's layout (None/"auto": the engine's); repairs always run in layout A."""
+        if req.remask is not None:
+            return "A"
+        if req.layout in (None, "", "auto"):
+            return self.layout
+        return resolve_layout(req.layout, self.config, self.tokenizer, self.name)
+
     def _infill(self, req: InfillRequest, cancel: threading.Event | None, stats: InfillStats) -> InfillResult:
+        if self._layout_for(req) == "B":
+            return infill_b(self, req, cancel, stats, req.language)
+        stats.layout = "A"
         start = time.perf_counter()
         prefix_ids, stats.prefix_cut_lines = self._fit_prefix(req.prefix)
         prompt = encoder_ids(prefix_ids, self.special) or [self.special.pad]
@@ -274,8 +302,6 @@ class Engine:
         tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special,
                              drop_fill=req.remask is not None)
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
-        if req.single_line:
-            text = text.split("\n", 1)[0]
         confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
         stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
@@ -332,6 +358,15 @@ class Engine:
     def _decode_span(self, canvas: list[int], budget: int) -> str:
         tokens = span_tokens(canvas, budget, self.special)
         return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+
+
+def _coarse_start(prefix: str) -> int:
+    """The first pre-trim of a huge prefix: a line start on a coarse grid, PREFIX_CHARS from the end."""
+    if len(prefix) <= PREFIX_CHARS:
+        return 0
+    cut = (len(prefix) - PREFIX_CHARS) // PREFIX_GRID * PREFIX_GRID
+    newline = prefix.find("\n", cut)
+    return cut if newline == -1 else newline + 1
 
 
 def _ms(since: float) -> float:

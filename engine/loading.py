@@ -34,6 +34,7 @@ class LoadedModel:
     name: str
     device: str
     dtype: str
+    quantize: str | None = None
 
 
 def resolve_model_dir(model: str | os.PathLike | None) -> Path:
@@ -74,9 +75,19 @@ def _hub_cache_snapshot(repo_id: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(repo_id, "config.json")
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir())
     if isinstance(found, str):
         return Path(found).parent
+    return None
+
+
+def hub_cache_dir() -> str | None:
+    """The hub cache as the environment names it now (HF_HUB_CACHE, else HF_HOME/hub), else the
+    library's default; read at each call, not once at import as huggingface_hub does."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
     return None
 
 
@@ -157,21 +168,32 @@ def pick_dtype(dtype: str | None, device: str) -> str:
 
 
 def load_model(model: str | os.PathLike | None = None, device: str | None = None,
-               dtype: str | None = None) -> LoadedModel:
-    """Load a DiffusionGemma checkpoint and its tokenizer, or raise ModelLoadError."""
+               dtype: str | None = None, quantize: str | None = None) -> LoadedModel:
+    """Load a DiffusionGemma checkpoint and its tokenizer, or raise ModelLoadError.
+
+    `quantize` ("8bit"/"4bit", see quantize.py) quantizes the projections and experts after loading.
+    """
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
+
+    from . import quantize as quant
 
     path = resolve_model_dir(model)
     check_checkpoint_dir(path)
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
+    kind = quant.normalize(quantize)
+    if kind is not None:
+        quant.check_supported(kind, device, dtype)
     hf_logging.disable_progress_bar()
     try:
+        extra = {"experts_implementation": "eager"} if kind is not None else {}
         net = DiffusionGemmaForBlockDiffusion.from_pretrained(
-            str(path), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False,
+            str(path), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False, **extra,
         )
+        if kind is not None:
+            quant.quantize_model(net, kind, device)
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except ModelLoadError:
         raise
@@ -182,7 +204,8 @@ def load_model(model: str | os.PathLike | None = None, device: str | None = None
     if device == "cpu":
         _detach_from_files(net)
     name = "embedded-default" if path == DEFAULT_MODEL_DIR else str(model)
-    return LoadedModel(model=net, tokenizer=tokenizer, path=path, name=name, device=device, dtype=dtype)
+    return LoadedModel(model=net, tokenizer=tokenizer, path=path, name=name, device=device, dtype=dtype,
+                       quantize=kind)
 
 
 def _detach_from_files(net: Any) -> None:
@@ -194,5 +217,5 @@ def _detach_from_files(net: Any) -> None:
 
     with torch.no_grad():
         for tensor in itertools.chain(net.parameters(), net.buffers()):
-            if tensor.device.type == "cpu":
+            if tensor.device.type == "cpu" and type(tensor.data) is torch.Tensor:  # quantized ones are new already
                 tensor.data = tensor.data.clone()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<fill>"]
+from .train.tokenizer import SPECIAL_TOKENS, save_tokenizer
 
 
 def byte_level_tokenizer():
@@ -25,17 +25,6 @@ def byte_level_tokenizer():
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL_TOKENS)
     return tok
-
-
-def save_tokenizer(tok, out: Path) -> None:
-    """Save as `tokenizer.json` + `tokenizer_config.json`, the form `AutoTokenizer` loads."""
-    from transformers import PreTrainedTokenizerFast
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-        additional_special_tokens=["<fill>"],
-    )
-    fast.save_pretrained(str(out))
 
 
 def tiny_config(vocab_size: int = 260, hidden: int = 64, layers: int = 3, canvas_length: int = 64,

@@ -20,7 +20,9 @@ class InfillRequest:
 
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
-    the engine's default). `on_draft` receives the whole span text after every denoising step.
+    as much as the canvas holds); the engine only clamps it to its capacity. `single_line` says
+    the planner wants one line: prompt layouts tell the model so, and post-processing keeps the
+    first line (the engine does not cut). `on_draft` receives the whole span text after every denoising step.
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
     """
@@ -36,6 +38,8 @@ class InfillRequest:
     seed_with_span: bool = False
     on_draft: Callable[[str], None] | None = None
     remask: list[tuple[int, int]] | None = None
+    layout: str | None = None  # "A", "B" or None/"auto" (the checkpoint's; see layout_b.py)
+    language: str = ""  # the language's name, for layout B's instruction
 
 
 @dataclass
@@ -60,6 +64,7 @@ class InfillStats:
     total_ms: float = 0.0
     queue_ms: float = 0.0
     head: str = ""
+    layout: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,10 +79,6 @@ class InfillResult:
     confidence: list[float] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     stats: InfillStats = field(default_factory=InfillStats)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.status == "cancelled"
 
     def to_dict(self) -> dict:
         return {

@@ -95,7 +95,7 @@ def _offset(text: str, position: dict) -> int:
 
 def function_tests(client: LspClient) -> None:
     """What a user (or a reviewer) gets: the server's first inline item applied, the test run."""
-    from dgls.engine.train.function_eval import TASKS_FILE, function_tasks, passes
+    from dgls.evaluation.functions import TASKS_FILE, function_tasks, passes
 
     tasks = function_tasks(TASKS_FILE.read_text(encoding="utf-8"))
     passed, empty, latencies = [], 0, []

@@ -20,7 +20,7 @@ def _corpus() -> Corpus:
 
 
 def _args(out, base, steps, init_from_delta=""):
-    from dgls.engine.train.train import add_arguments
+    from dgls.engine.train.command import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -58,10 +58,10 @@ def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
     assert meta["config"]["token_shift"] is True and meta["step"] == 2
     assert (shipped / "delta.safetensors").stat().st_size < 1_000_000
     # a new session without the checkpoint continues from the shipped delta, with the run's options
-    from dgls.engine.train.train import _inherit_args
+    from dgls.engine.train.command import _inherit_args
 
     fresh = argparse.ArgumentParser()
-    from dgls.engine.train.train import add_arguments
+    from dgls.engine.train.command import add_arguments
 
     add_arguments(fresh)
     plain = fresh.parse_args(["--out", str(tmp_path / "run3"), "--base", "gemma3", "--init-from-delta", str(shipped)])

@@ -40,7 +40,7 @@ def test_small_eval_runs_and_the_model_has_learned():
 
 
 def test_similarity_is_graded_and_ignores_surrounding_whitespace():
-    from dgls.engine.train.evaluate import Item, similarity
+    from dgls.evaluation.sets import Item, similarity
 
     item = Item("single-line", "x.py", "def f(a):\n    ", "return a + 1", "\n")
     assert similarity("return a + 1  \n", item) == 100.0
@@ -51,7 +51,7 @@ def test_similarity_is_graded_and_ignores_surrounding_whitespace():
 
 
 def test_packages_corpus_evaluates_only_unseen_package_files():
-    from dgls.engine.train.evaluate import eval_corpus
+    from dgls.evaluation.sets import eval_corpus
 
     corpus = eval_corpus("packages")
     assert corpus.held_out, "pytest, networkx, ... are installed with the test extras"
@@ -61,7 +61,7 @@ def test_packages_corpus_evaluates_only_unseen_package_files():
 
 
 def test_function_tasks_pass_with_their_bodies_and_fail_without():
-    from dgls.engine.train.function_eval import function_tasks, passes, run_function_eval
+    from dgls.evaluation.functions import function_tasks, passes, run_function_eval
 
     out = run_function_eval(None, log=lambda _m: None)
     assert out["n"] >= 20
@@ -99,7 +99,7 @@ class _EchoEngine:
 
 
 def test_a_correct_body_survives_the_server_pipeline_and_passes():
-    from dgls.engine.train.function_eval import TASKS_FILE, function_tasks, passes, server_infill
+    from dgls.evaluation.functions import TASKS_FILE, function_tasks, passes, server_infill
 
     for task in function_tasks(TASKS_FILE.read_text(encoding="utf-8")):
         # as written, and running on into the next definition (the pipeline cuts it where it leaves the block)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dgls.indentation import detect_indent_unit
 from dgls.postprocess import clean_infill
-from dgls.spans import SpanPlan, detect_indent_unit, plan_holes, plan_span
+from dgls.spans import SpanPlan, plan_holes, plan_span
 from dgls.syntax import SyntaxTree
 
 

@@ -148,7 +148,7 @@ def test_right_padded_batch_equals_single_examples(tok):
 def _args(out: Path, steps: int):
     import argparse
 
-    from dgls.engine.train.train import add_arguments
+    from dgls.engine.train.command import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -268,7 +268,8 @@ def test_export_then_restart_from_exported_weights(tmp_path):
 def test_resume_inherits_checkpoint_options(tmp_path):
     import argparse
 
-    from dgls.engine.train.train import Trainer, _inherit_args, add_arguments
+    from dgls.engine.train.command import _inherit_args, add_arguments
+    from dgls.engine.train.train import Trainer
 
     corpus, _ = _one_saved_step(tmp_path)
     parser = argparse.ArgumentParser()

@@ -2,7 +2,7 @@
 
 Byte-level means every string round-trips (tabs, CRLF, non-ASCII, invalid-looking bytes); the
 GPT-2 split regex keeps runs of spaces together, so indentation becomes a few whole tokens.
-Special ids 0-3 are `<pad>`, `<eos>`, `<bos>`, `<fill>`, in the order engine/testing.py uses.
+Special ids 0-3 are `<pad>`, `<eos>`, `<bos>`, `<fill>`, as engine/testing.py's tiny checkpoints use them too.
 """
 
 from __future__ import annotations
@@ -10,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..testing import SPECIAL_TOKENS, save_tokenizer
-
 VOCAB_SIZE = 8192
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<fill>"]
+
+
+def save_tokenizer(tok, out: Path) -> None:
+    """Save as `tokenizer.json` + `tokenizer_config.json`, the form `AutoTokenizer` loads."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+        additional_special_tokens=["<fill>"],
+    )
+    fast.save_pretrained(str(out))
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE):

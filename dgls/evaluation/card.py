@@ -11,6 +11,8 @@ import json
 import platform
 from pathlib import Path
 
+from dgls.engine.train.train import DEFAULT_EXPORT
+
 LIMITS = """\
 - Trained for CPU-hours, not GPU-days: it has learned which tokens are common near the cursor
   (`self`, `assertEqual`, indentation, `#`), and only a little of how to combine them; its
@@ -58,7 +60,7 @@ def eval_table(ev: dict) -> str:
 
 def data_text() -> str:
     """The Data section's paragraph, from data.PACKAGES (so it names what training reads)."""
-    from .data import PACKAGES
+    from dgls.engine.train.data import PACKAGES
 
     dists = sorted({dist for dist, _ in PACKAGES.values()})
     licenses = sorted({lic for _, lic in PACKAGES.values()})
@@ -78,20 +80,16 @@ def functions_text(fn: dict) -> str:
             f"on the infilled file): passing {passed}. Body similarity (0-100): {sims}.")
 
 
-def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str = "",
-               packages_json: Path | None = None) -> Path:
-    """Render MODEL_CARD.md into `weights`."""
-    state = json.loads((weights / "training_state.json").read_text())
+def _architecture(weights: Path, state: dict) -> list[str]:
+    """The card's title and architecture section, read from the exported files."""
+    from transformers import AutoConfig
+
     cfg = json.loads((weights / "config.json").read_text())
     gen = json.loads((weights / "generation_config.json").read_text())
     text = cfg["text_config"]
-    from transformers import AutoConfig
-
     softcap = AutoConfig.from_pretrained(str(weights)).get_text_config().final_logit_softcapping
-    args = state.get("args", {})
     size_mb = sum(p.stat().st_size for p in weights.iterdir() if p.is_file()) / 1e6
-    hours = state["elapsed_s"] / 3600
-    parts = [
+    return [
         "# dgls embedded default model",
         "",
         f"A tiny DiffusionGemma (`DiffusionGemmaForBlockDiffusion`, transformers {cfg.get('transformers_version')}) "
@@ -120,6 +118,14 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         "the engine bans each freshly noised slot's own noise token (`exclude_noise_tokens`, on) and lets a "
         "slot end the span only where `<fill>` has at least 1/2 at temperature 1 (`fill_threshold` 0.5)",
         "",
+    ]
+
+
+def _training(state: dict, run_dir: Path) -> list[str]:
+    """Data and training sections, with the loss table from the run's loss.tsv."""
+    args = state.get("args", {})
+    hours = state["elapsed_s"] / 3600
+    parts = [
         "## Data",
         "",
         data_text(),
@@ -150,7 +156,12 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
     ]
     for first, last, loss, acc in loss_summary(run_dir / "loss.tsv", state["step"]):
         parts.append(f"| {first}-{last} | {loss:.3f} | {acc:.3f} |")
-    parts.append("")
+    return parts + [""]
+
+
+def _evaluation(eval_json: Path | None, packages_json: Path | None) -> list[str]:
+    """The evaluation sections from `dgls eval --json` outputs (none when not given)."""
+    parts: list[str] = []
     if eval_json is not None and eval_json.exists():
         ev = json.loads(eval_json.read_text())
         parts += ["## Evaluation (held-out standard-library files, `dgls eval`)", "",
@@ -176,6 +187,14 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
         if ev.get("heldout_span_loss"):
             parts += ["Held-out span loss on these files: " +
                       ", ".join(f"{k}: {v:.3f}" for k, v in ev["heldout_span_loss"].items()) + " nats/token.", ""]
+    return parts
+
+
+def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str = "",
+               packages_json: Path | None = None) -> Path:
+    """Render MODEL_CARD.md into `weights`."""
+    state = json.loads((weights / "training_state.json").read_text())
+    parts = _architecture(weights, state) + _training(state, run_dir) + _evaluation(eval_json, packages_json)
     if notes:
         parts += [notes.rstrip(), ""]
     parts += ["## Known limits", "", LIMITS, "",
@@ -192,7 +211,7 @@ def write_card(weights: Path, run_dir: Path, eval_json: Path | None, notes: str 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=str(Path(__file__).resolve().parent.parent / "weights" / "default"))
+    parser.add_argument("--weights", default=DEFAULT_EXPORT)
     parser.add_argument("--run", default="runs/embedded")
     parser.add_argument("--eval", default=None, help="dgls eval --json output")
     parser.add_argument("--eval-packages", default=None, help="dgls eval --corpus packages --json output")

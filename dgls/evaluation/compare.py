@@ -1,6 +1,6 @@
 """Side-by-side measurements on the held-out sets of `dgls eval`, in one run on the same items.
 
-`python -m dgls.engine.train.compare [--n N]` prints, per set:
+`python -m dgls.evaluation.compare [--n N]` prints, per set:
 - span length (issue 2): the filler token with the planner's budget (what dgls does), the true
   length revealed (an oracle upper bound), and a batch of budgets scored by entropy (what dgls
   does for models without a filler token);
@@ -16,8 +16,9 @@ import json
 import threading
 from collections import defaultdict
 
-from .data import load_corpus
-from .evaluate import BUDGETS, SETS, SyntaxChecker, build_sets, exact
+from dgls.engine.train.data import load_corpus
+
+from .sets import BUDGETS, SETS, SyntaxChecker, build_sets, exact
 
 
 def _plan(item, budget: int):
@@ -31,7 +32,6 @@ def _plan(item, budget: int):
 
 def compare(n: int, seed: int, model: str | None = None, steps: int | None = None) -> dict:
     from dgls.engine import Engine, InfillRequest
-
     from dgls.postprocess import choose_infill, clean_infill
 
     engine = Engine(model)
@@ -46,6 +46,7 @@ def compare(n: int, seed: int, model: str | None = None, steps: int | None = Non
             req = InfillRequest(prefix=item.prefix, suffix=item.suffix, max_tokens=BUDGETS[kind],
                                 single_line=plan.single_line, seed=seed, steps=steps)
             raw = engine.infill(req).text
+            raw = raw.split("\n", 1)[0] if plan.single_line else raw
             oracle = engine.infill(dataclasses.replace(req, max_tokens=max(1, engine.count_tokens(item.middle))))
             fill = engine.special
             engine.special = dataclasses.replace(fill, fill=None)  # as for a model without a filler

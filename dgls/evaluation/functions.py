@@ -72,16 +72,16 @@ def passes(file_text: str, test_name: str, timeout: float = TEST_TIMEOUT_S) -> b
 
 def server_infill(engine, task: FunctionTask) -> str:
     """The whole file after the language server's edit for a cursor at the task's spot."""
-    from .evaluate import server_file
+    from dgls.pipeline import infilled_file
 
-    return server_file(engine, task.prefix, task.suffix)
+    return infilled_file(engine, task.prefix, task.suffix)
 
 
 def run_function_eval(engine, source: str | None = None, seed: int = 0, log=print) -> dict:
     """Pass counts per method over every task in `source` (default: function_tasks.py)."""
     from dgls.engine import InfillRequest
 
-    from .evaluate import Item, similarity
+    from .sets import Item, similarity
 
     tasks = function_tasks(source if source is not None else TASKS_FILE.read_text(encoding="utf-8"))
     rows: dict[str, list[str]] = {"reference": [], "empty": [], "model": [], "dgls": []}
