@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
+
+from . import threads
 
 # subcommand -> (module that implements it, help); each module has add_arguments(parser) and run(args)
 COMMANDS = {
@@ -15,6 +18,8 @@ COMMANDS = {
     "stress": ("dgls.stress.command", "fuzz, cancel storms, load, soak and faults against a real server"),
     "train": ("dgls.engine.train.command", "train the embedded default model (resumable)"),
     "eval": ("dgls.evaluation.evaluate", "run the held-out infill sets against baselines"),
+    "connect": ("dgls.connect", "bridge stdio to a running `dgls serve --tcp` daemon (editors' command)"),
+    "latency": ("dgls.latency", "measure inline completion latency through `dgls serve`, quiet or busy"),
 }
 
 
@@ -35,6 +40,28 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                              "instruction-tuned models), auto (the checkpoint's)")
 
 
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that send the model call to a vLLM server instead of loading a model here."""
+    parser.add_argument("--engine-url", default=None, metavar="URL",
+                        help="a vLLM (OpenAI-compatible) server running DiffusionGemma, e.g. http://gpu-box:8000; "
+                             "--model then names the model it serves (default: the first it lists)")
+    parser.add_argument("--engine-api-key-env", default=None, metavar="VAR",
+                        help="environment variable holding the server's API key (sent as a bearer token)")
+    parser.add_argument("--engine-allow-http", action="store_true",
+                        help="allow plain http to a server that is not on this machine (default: https only)")
+    parser.add_argument("--engine-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="longest a request to the server may take (default: 30)")
+
+
+def remote_options(args: argparse.Namespace) -> Any:
+    """The RemoteOptions the arguments ask for, or None for a model in this process."""
+    from .options import RemoteOptions
+
+    if not getattr(args, "engine_url", None):
+        return None
+    return RemoteOptions(args.engine_url, args.engine_api_key_env, args.engine_allow_http, args.engine_timeout)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgls", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,6 +75,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    threads.prepare(threads.threads_from_argv(argv))  # before any subcommand imports torch
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:

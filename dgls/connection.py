@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from lsprotocol import types as lsp
@@ -23,7 +22,8 @@ from pygls.lsp.server import LanguageServer
 
 from dgls.engine import EngineError
 
-from . import pipeline
+from . import deadline as deadlines
+from . import logroute, pipeline, privacy, threads
 from .documents import DocumentStore
 from .host import EngineHost, Superseded
 from .options import Settings
@@ -73,6 +73,7 @@ class DglsServer(LanguageServer):
         self._inflight = 0
         self._load_done: asyncio.Event | None = None
         self._log_handler = _LspLogHandler(self)
+        self._log_context = logroute.context_for(self.client_id)  # what runs on our loop logs as ours
         shared.host.add_listener(self._host_changed)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -80,7 +81,7 @@ class DglsServer(LanguageServer):
         """Errors outside a request go to the log, not to pop-ups (showMessage is for fatal ones);
         a failed request was answered with its error already."""
         if source is not FeatureRequestError:
-            log.warning("%s", error)
+            log.warning("%s", privacy.describe(error, debug=self.settings.log_level == "debug"))
 
     def post(self, fn: Callable[[], Any]) -> None:
         """Run `fn` on this connection's event loop (safe from any thread)."""
@@ -88,7 +89,7 @@ class DglsServer(LanguageServer):
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(fn)
+            loop.call_soon_threadsafe(fn, context=self._log_context)
         except RuntimeError:
             pass
 
@@ -144,8 +145,7 @@ class DglsServer(LanguageServer):
         if host.key is None or key != self.shared.defaults.engine_key:
             host.configure(key)
         else:
-            model, device, dtype, quantize = host.key
-            self.settings = replace(self.settings, model=model, device=device, dtype=dtype, quantize=quantize)
+            self.settings = self.settings.with_engine_key(host.key)
 
     def _host_changed(self, state: str, message: str) -> None:
         self.post(lambda: self._on_host_state(state, message))
@@ -192,24 +192,32 @@ class DglsServer(LanguageServer):
     # -- running infills ---------------------------------------------------------------------
     async def infill(self, uri: str, plans: list[Any], *, rewrite: bool = False, delay: float = 0.0,
                      kind: str = "suggest", progress: _Progress | None = None) -> tuple[Any, list] | None:
-        """Run the plans on the worker; None when superseded or the document moved on meanwhile."""
+        """Run the plans on the worker; None when superseded, past the deadline with nothing, or
+        the document moved on meanwhile."""
+        arrived = time.monotonic()
         doc = self.docs.get(uri)
         if doc is None or not plans:
             return None
         snap = pipeline.snapshot(doc, self.doc_id(uri))
         settings = self.settings
         on_draft = progress.draft_reporter() if progress is not None else None
+        deadline = deadlines.deadline_for(settings, kind, arrived)
 
         def work(engine: Any, cancel: threading.Event) -> Any:
-            return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_draft=on_draft)
+            threads.use(settings.threads, engine)  # torch keeps the count per thread: set it in the worker
+            return pipeline.run_plans(engine, snap, plans, settings, cancel, rewrite=rewrite, on_draft=on_draft,
+                                      deadline=deadline)
 
         job = self.shared.scheduler.submit(self.client_id, (self.client_id, uri, kind), work, delay=delay)
         self._busy(+1)
         try:
-            edits = await asyncio.wrap_future(job.future)
+            edits = await deadlines.await_job(job, deadline, self.shared.scheduler.drop)
         except asyncio.CancelledError:  # $/cancelRequest: stop the denoising loop too
             job.cancel.set()
             raise
+        except deadlines.DeadlineExceeded:
+            log.info("%s: no answer by the %.0f ms deadline", kind, (deadline - arrived) * 1000)
+            return None
         except Superseded:
             return None
         except EngineError as exc:
@@ -222,6 +230,9 @@ class DglsServer(LanguageServer):
         current = self.docs.get(uri)
         if edits is None or job.cancel.is_set() or current is not doc or current.version != snap.version:
             return None
+        if deadlines.past(deadline):
+            log.info("%s: stopped at the %.0f ms deadline (%s)", kind, (deadline - arrived) * 1000,
+                     "best draft kept" if edits else "no draft kept the file parsing")
         return doc, edits
 
     def _busy(self, delta: int) -> None:
@@ -269,6 +280,7 @@ class _LspLogHandler(logging.Handler):
     def __init__(self, ls: DglsServer) -> None:
         super().__init__(ls.settings.log_level_no)
         self.ls = ls
+        self.addFilter(logroute.OwnerFilter(ls.client_id))  # a daemon's other editors' records are not ours
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

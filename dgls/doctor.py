@@ -10,10 +10,11 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_engine_arguments, add_model_arguments
+    from .cli import add_engine_arguments, add_model_arguments, add_remote_arguments
 
     add_model_arguments(parser)
     add_engine_arguments(parser)
+    add_remote_arguments(parser)
     parser.add_argument("--no-infill", action="store_true", help="skip the test infill")
 
 
@@ -53,6 +54,10 @@ def memory_fits(path, args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "engine_url", None):  # the model runs on a server: check that instead
+        from .doctor_remote import run as run_remote
+
+        return run_remote(args)
     import torch
 
     from .engine import Engine, EngineError, InfillRequest

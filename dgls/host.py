@@ -9,6 +9,7 @@ engine reload it in the background; if that load fails the engine in memory keep
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
@@ -20,10 +21,11 @@ from dgls.engine import EngineError, ModelLoadError
 
 from . import fault_injection
 from .model_watch import ModelWatch, model_dir
+from .privacy import describe
 
 log = logging.getLogger(__name__)
 
-EngineKey = tuple[str | None, str | None, str | None, str | None]  # (model, device, dtype, quantize)
+EngineKey = tuple[str | None, str | None, str | None, str | None, Any]  # (model, device, dtype, quantize, RemoteOptions | None)
 Listener = Callable[[str, str], None]
 RELOAD_AFTER_FAILURES = 3  # unexpected engine failures in a row before the engine is reloaded
 
@@ -41,17 +43,30 @@ class EngineHost:
         self._engine: Any = None
         self._key: EngineKey | None = None
         self._state, self._message = "idle", "no model loaded yet"
+        self._problem: str | None = None  # a ready engine's passing trouble (a remote server down)
         self._generation = 0
         self._users: dict[int, int] = {}  # id(engine) -> jobs using it
-        self._retired: list[Any] = []
-        self._listeners: list[Listener] = []
         self._watch: ModelWatch | None = None  # the files the current engine (or failed load) came from
         self._failures = 0
+        self._retired: list[Any] = []
+        self._listeners: list[Listener] = []
 
     @property
     def state(self) -> tuple[str, str]:
+        """(state, message); a ready engine whose last request failed reads ("error", why) until
+        one succeeds, though it keeps taking requests."""
         with self._cond:
+            if self._state == "ready" and self._problem:
+                return "error", self._problem
             return self._state, self._message
+
+    def note(self, engine: Any, problem: str | None) -> None:
+        """`engine`'s last request failed (`problem`, one line) or, with None, succeeded again."""
+        with self._cond:
+            if engine is not self._engine or problem == self._problem:
+                return
+            self._problem = problem
+        self._emit()
 
     @property
     def key(self) -> EngineKey | None:
@@ -82,7 +97,8 @@ class EngineHost:
             self._generation += 1
             generation, self._key = self._generation, key
             if not background:
-                self._state, self._message = "loading", f"loading model {key[0] or '(default)'}"
+                self._state, self._message = "loading", f"loading model {_describe(key)}"
+                self._problem = None
         if not background:
             self._emit()
         threading.Thread(target=self._load, args=(generation, key, background), name="dgls-load", daemon=True).start()
@@ -91,19 +107,26 @@ class EngineHost:
     def _load(self, generation: int, key: EngineKey, background: bool = False) -> None:
         started = time.monotonic()
         engine, error = None, None
-        watch = ModelWatch(model_dir(key[0]))  # before reading: a change during the load is seen later
+        # the files, read before loading (a change during the load is seen later); none for a remote model
+        watch = ModelWatch(model_dir(key[0]) if key[4] is None else None)
         try:
-            factory = self._factory
-            if factory is None:
-                from dgls.engine import Engine as factory
-            model, device, dtype, quantize = key
-            extra = {"quantize": quantize} if quantize else {}
-            engine = fault_injection.wrap(factory(model=model, device=device, dtype=dtype, **extra))
+            model, device, dtype, quantize, remote = key
+            if remote is not None:  # the model runs on a server: nothing to load here (and no torch)
+                from .remote_engine import RemoteEngine
+
+                engine = RemoteEngine(remote, model=model)
+                engine.on_problem = functools.partial(self.note, engine)
+            else:
+                factory = self._factory
+                if factory is None:
+                    from dgls.engine import Engine as factory
+                extra = {"quantize": quantize} if quantize else {}
+                engine = fault_injection.wrap(factory(model=model, device=device, dtype=dtype, **extra))
         except EngineError as exc:
             error = exc
         except Exception as exc:  # an unexpected failure still leaves the server serving
             log.exception("loading the model failed")
-            error = ModelLoadError(f"could not load model {key[0] or '(default)'}: {exc}")
+            error = ModelLoadError(f"could not load model {_describe(key)}: {exc}")
         seconds = time.monotonic() - started
         with self._cond:
             if generation != self._generation:  # a newer configure() won: drop this one
@@ -112,7 +135,7 @@ class EngineHost:
                 stale, self._watch = self._engine, watch
                 if error is None:
                     self._engine, self._failures = engine, 0
-                    self._state, self._message = "ready", f"model {key[0] or '(default)'} ready ({seconds:.1f}s)"
+                    self._state, self._message = "ready", f"model {_describe(key)} ready ({seconds:.1f}s)"
                 elif background and self._engine is not None:  # keep serving what works
                     stale = None
                     self._message = f"{error}; still serving the model loaded before, until its files change again"
@@ -168,7 +191,7 @@ class EngineHost:
     def failed(self, engine: Any, exc: BaseException) -> None:
         """An infill raised something unexpected (a bug, MemoryError): free what the engine caches,
         and reload it after RELOAD_AFTER_FAILURES failures in a row."""
-        log.error("the engine failed: %s: %s", type(exc).__name__, exc)
+        log.error("the engine failed: %s", describe(exc))
         cache = getattr(engine, "cache", None)
         if cache is not None and hasattr(cache, "clear"):
             cache.clear()
@@ -212,6 +235,14 @@ class EngineHost:
                 fn(state, message)
             except Exception:
                 log.exception("engine state listener failed")
+
+
+def _describe(key: EngineKey) -> str:
+    """The model as status messages name it: a path or id, or the served model and the server's URL."""
+    remote = key[4] if len(key) > 4 else None
+    if remote is not None:
+        return f"{key[0] or '(served)'} at {remote.shown_url}"
+    return key[0] or "(default)"
 
 
 def _close(engine: Any) -> None:

@@ -21,7 +21,7 @@ class InputError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_engine_arguments, add_model_arguments
+    from .cli import add_engine_arguments, add_model_arguments, add_remote_arguments
 
     parser.add_argument("file", help="the source file")
     parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor (as LSP)")
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print text, range and stats as JSON")
     add_model_arguments(parser)
     add_engine_arguments(parser)
+    add_remote_arguments(parser)
 
 
 def read_source(path: Path) -> str:
@@ -88,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"dgls infill: {exc}", file=sys.stderr)
         return 2
-    from .engine import Engine, EngineError
+    from .engine import EngineError
     from .options import Settings
     from .pipeline import infill_document
 
     settings = Settings(max_span_tokens=args.max_tokens, steps=args.steps, infill_layout=args.layout)
     try:
-        engine = Engine(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
+        engine = _engine(args)
         results: list = []
         plan, edit = infill_document(engine, doc, start, end, settings, results=results)
     except EngineError as exc:
@@ -117,3 +118,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"dgls infill: no infill kept; the model's draft {results[0].text[:80]!r} did not fit the code "
                   "around the cursor", file=sys.stderr)
     return 0
+
+
+def _engine(args: argparse.Namespace):
+    """The model in this process, or (--engine-url) a vLLM server; errors raise EngineError."""
+    from .cli import remote_options
+
+    remote = remote_options(args)
+    if remote is not None:
+        from .remote_engine import RemoteEngine
+
+        return RemoteEngine(remote, model=args.model, raise_errors=True)
+    from .engine import Engine
+
+    return Engine(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)

@@ -23,10 +23,39 @@ _KEYS: dict[str, tuple[str, tuple[type, ...], tuple[int, int] | None]] = {
     "steps": ("steps", (int,), (1, 1024)),
     "debounceMs": ("debounce_ms", (int, float), (0, 10_000)),
     "logLevel": ("log_level", (str,), None),
+    "engineUrl": ("engine_url", (str,), None),
+    "engineApiKeyEnv": ("engine_api_key_env", (str,), None),
+    "engineAllowHttp": ("engine_allow_http", (bool,), None),
+    "engineTimeout": ("engine_timeout", (int, float), (0.1, 3600)),
     "quantize": ("quantize", (str,), None),
     "infillLayout": ("infill_layout", (str,), None),
+    "threads": ("threads", (int,), (0, 256)),
+    "deadlineMs": ("deadline_ms", (int, float), (1, 600_000)),
+    "commandDeadlineMs": ("command_deadline_ms", (int, float), (1, 3_600_000)),
 }
 CHOICES = {"quantize": ("none", "4bit", "8bit"), "infill_layout": ("auto", "A", "B")}
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """A vLLM (OpenAI-compatible) server that runs the model instead of this process.
+
+    `api_key_env` names the environment variable holding the bearer token (the token itself is
+    never stored in settings); `allow_http` permits plain http to a host that is not loopback;
+    `timeout` is how long to wait, in seconds, for the server's next bytes.
+    """
+
+    url: str
+    api_key_env: str | None = None
+    allow_http: bool = False
+    timeout: float = 30.0
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for messages and logs, without any user:password part."""
+        scheme, sep, rest = self.url.partition("://")
+        host, slash, path = rest.partition("/")
+        return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else self.url
 
 
 @dataclass(frozen=True)
@@ -42,11 +71,35 @@ class Settings:
     log_level: str = "info"
     quantize: str | None = None  # "4bit" / "8bit" (engine/quantize.py); None: the load dtype
     infill_layout: str = "auto"  # "A", "B" or "auto" (the checkpoint's; engine/layout_b.py)
+    threads: int = 0  # CPU threads for the engine; 0: measured default (dgls.threads)
+    deadline_ms: float = 3000  # inline completion and completion answer by then (best draft or nothing)
+    command_deadline_ms: float = 15000  # the same for code actions' commands
+    engine_url: str | None = None  # a vLLM server's base URL: the model runs there
+    engine_api_key_env: str | None = None
+    engine_allow_http: bool = False
+    engine_timeout: float = 30.0
 
     @property
-    def engine_key(self) -> tuple[str | None, str | None, str | None, str | None]:
-        """What identifies a loaded engine: changing any of these reloads it."""
-        return (self.model, self.device, self.dtype, self.quantize)
+    def remote(self) -> RemoteOptions | None:
+        """The server to send infills to, or None for the model in this process."""
+        if not self.engine_url:
+            return None
+        return RemoteOptions(self.engine_url, self.engine_api_key_env or None, self.engine_allow_http,
+                             float(self.engine_timeout))
+
+    @property
+    def engine_key(self) -> tuple[str | None, str | None, str | None, str | None, RemoteOptions | None]:
+        """What identifies a loaded engine: changing any of these reloads it. With a remote
+        server, `model` names the model it serves (None: the first one it lists)."""
+        return (self.model, self.device, self.dtype, self.quantize, self.remote)
+
+    def with_engine_key(self, key: tuple) -> Settings:
+        """These settings pointed at the engine `key` identifies (a client joining the daemon's engine)."""
+        model, device, dtype, quantize, remote = key
+        fields_ = {"engine_url": None} if remote is None else {
+            "engine_url": remote.url, "engine_api_key_env": remote.api_key_env,
+            "engine_allow_http": remote.allow_http, "engine_timeout": remote.timeout}
+        return replace(self, model=model, device=device, dtype=dtype, quantize=quantize, **fields_)
 
     @property
     def log_level_no(self) -> int:
@@ -68,7 +121,7 @@ class Settings:
             if value is None or value == "":
                 changes[name] = _default(name)
                 continue
-            if isinstance(value, bool) or not isinstance(value, kinds):
+            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
                 problems.append(f"dgls.{key} should be {kinds[0].__name__}, got {value!r} (ignored)")
                 continue
             if bounds is not None and not bounds[0] <= value <= bounds[1]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dgls.engine import InfillRequest
 
+from .deadline import past
 from .documents import MAX_TREE_CHARS, Document, scrub
 from .edits import Edit
 from .options import Settings
@@ -71,29 +73,38 @@ def holes_in(doc: Document, start: int, end: int, settings: Settings) -> list[An
 
 def run_plans(engine: Any, snap: Snapshot, plans: list[Any], settings: Settings, cancel: threading.Event,
               rewrite: bool = False, on_draft: Callable[[str], None] | None = None,
-              results: list | None = None) -> list[Edit] | None:
+              results: list | None = None, deadline: float | None = None) -> list[Edit] | None:
     """Fill each planned span in order (later holes see earlier fills); None when cancelled.
 
     `results`, when given, receives each span's engine InfillResult (stats for `dgls infill --json`).
+    At `deadline` (monotonic) the engine stops: its last draft is kept if it keeps the file
+    parsing (repairs run only when they can finish by then), and spans not reached are left as
+    they are.
     """
     text, shift, edits = snap.text, 0, []
     for plan in sorted(plans, key=lambda p: p.start):
+        if past(deadline):
+            break
         start, end = plan.start + shift, plan.end + shift
         req = InfillRequest(  # the engine alone windows the prefix (by tokens, cache-friendly)
             prefix=scrub(text[:start]), suffix=scrub(text[end:end + SUFFIX_CHARS]),
             span=scrub(text[start:end]), doc_id=snap.doc_id,
             max_tokens=plan.budget, steps=settings.steps, seed=SEED,
-            single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft,
+            single_line=plan.single_line, seed_with_span=rewrite, on_draft=on_draft, deadline=deadline,
             layout=settings.infill_layout, language=snap.language_id,
         )
+        began = time.monotonic()
         result = engine.infill(req, cancel=cancel)
-        if result.status != "ok" or cancel.is_set():
+        took = time.monotonic() - began
+        if result.status not in ("ok", "deadline") or cancel.is_set():
             return None
         if results is not None:
             results.append(result)
-        filled = _choose(engine, req, result.text, plan, text, snap.language_id, cancel)
+        filled = _choose(engine, req, result.text, plan, text, snap.language_id, cancel, took)
         if filled is None:
             return None
+        if result.status == "deadline" and not filled:
+            break  # nothing usable by the deadline: leave this span (a selection stays as it was)
         edits.append(Edit(plan.start, plan.end, filled))
         text = text[:start] + filled + text[end:]
         shift += len(filled) - (plan.end - plan.start)
@@ -128,9 +139,11 @@ def _window_start(text: str, start: int) -> int:
 
 
 def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, language_id: str,
-            cancel: threading.Event) -> str | None:
+            cancel: threading.Event, took: float = 0.0) -> str | None:
     """Clean the infill; if it breaks the parse, re-mask the offending part once, then try another
-    seed; "" when nothing valid was found. None when cancelled meanwhile.
+    seed; "" when nothing valid was found. None when cancelled meanwhile. A repair that would not
+    finish by the deadline at the pace of the first draft (`took` seconds) is not started: it would
+    only hold the answer until the deadline.
 
     `plan` offsets are in `text`; a document too large for a syntax tree is post-processed on a
     window around the span (a whole-file syntax check of 20 MB takes a minute).
@@ -146,10 +159,13 @@ def _choose(engine: Any, req: InfillRequest, raw: str, plan: Any, text: str, lan
         out = []
         for attempt in (replace(req, span=candidate, remask=bad, seed_with_span=False, on_draft=None),
                         replace(req, seed=(req.seed or 0) + 1, on_draft=None)):
+            if req.deadline is not None and time.monotonic() + took > req.deadline:
+                break
             result = engine.infill(attempt, cancel=cancel)
-            if result.status == "ok":
+            if result.status in ("ok", "deadline") and result.text:
                 out.append(result.text)
         return out
 
     choice = choose_infill([raw], plan, text, language_id, repair=repair)
     return None if cancel.is_set() else choice.text
+

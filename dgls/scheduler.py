@@ -1,7 +1,8 @@
 """The worker that runs infills off the event loop, over one resident engine.
 
 The engine itself is dgls.host's `EngineHost`. `Scheduler` runs jobs one at a time on its own
-thread: a newer job for the same key (client + document) supersedes an older one, clients are served round-robin so one busy editor cannot
+thread (several at once, each on a thread of its own, for an engine with `concurrency` > 1,
+such as a remote server that batches requests): a newer job for the same key (client + document) supersedes an older one, clients are served round-robin so one busy editor cannot
 starve another, and a job may carry a `not_before` time (the debounce of automatic triggers).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from dgls.engine import EngineError
 
 from .host import EngineHost, Superseded
+from .logroute import owned_by
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ class Job:
 
 
 class Scheduler:
-    """A single worker thread: per-key supersession, round-robin between clients, debounce."""
+    """A worker thread: per-key supersession, round-robin between clients, debounce; one job at a
+    time unless the engine says it takes `concurrency` at once."""
 
     def __init__(self, host: EngineHost) -> None:
         self.host = host
@@ -46,8 +49,9 @@ class Scheduler:
         self._queues: dict[Hashable, deque[Job]] = {}
         self._order: deque[Hashable] = deque()  # clients with queued jobs, next to serve first
         self._latest: dict[Hashable, Job] = {}
-        self._running: Job | None = None
+        self._running: set[Job] = set()
         self._closed = False
+        host.add_listener(self._engine_changed)  # a newly ready engine may take more jobs at once
         self._thread = threading.Thread(target=self._loop, name="dgls-worker", daemon=True)
         self._thread.start()
 
@@ -75,6 +79,13 @@ class Scheduler:
             if job is not None:
                 self._supersede(job)
 
+    def drop(self, job: Job) -> None:
+        """Stop one job (its request was answered without it, e.g. at its deadline)."""
+        with self._cond:
+            if self._latest.get(job.key) is job:
+                del self._latest[job.key]
+            self._supersede(job)
+
     def cancel_client(self, client: Hashable) -> None:
         """Drop every job of a client that went away."""
         with self._cond:
@@ -92,6 +103,7 @@ class Scheduler:
             for job in list(self._latest.values()):
                 self._supersede(job)
             self._cond.notify_all()
+        self.host.remove_listener(self._engine_changed)
 
     def _supersede(self, job: Job) -> None:
         """Called with the lock held: a queued job resolves now, a running one is told to stop."""
@@ -124,20 +136,43 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                job, wait = self._next()
-                while job is None and not self._closed:
+                job = None
+                while not self._closed:
+                    wait = None
+                    if len(self._running) < self._capacity():
+                        job, wait = self._next()
+                        if job is not None:
+                            break
                     self._cond.wait(wait)
-                    job, wait = self._next()
                 if self._closed:
                     return
-                self._running = job
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._running = None
-                    if self._latest.get(job.key) is job:
-                        del self._latest[job.key]
+                self._running.add(job)
+            if self._capacity() > 1:  # an engine that takes several at once (a remote server)
+                threading.Thread(target=self._finish, args=(job,), name="dgls-job", daemon=True).start()
+            else:  # one at a time on this thread (torch keeps its thread settings per thread)
+                self._finish(job)
+
+    def _engine_changed(self, _state: str, _message: str) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _capacity(self) -> int:
+        """Jobs that may run at once: the engine's `concurrency` (a remote server batches them), else
+        1; none while the engine loads (it may be one that takes several)."""
+        engine = self.host.engine
+        if engine is None:
+            return 0 if self.host.state[0] in ("loading", "idle") else 1
+        return max(1, int(getattr(engine, "concurrency", 1) or 1))
+
+    def _finish(self, job: Job) -> None:
+        try:
+            self._run(job)
+        finally:
+            with self._cond:
+                self._running.discard(job)
+                if self._latest.get(job.key) is job:
+                    del self._latest[job.key]
+                self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
         if not job.future.set_running_or_notify_cancel():
@@ -152,7 +187,8 @@ class Scheduler:
             job.future.set_exception(exc)
             return
         try:
-            job.future.set_result(job.work(engine, job.cancel))
+            with owned_by(job.client):  # its log records go to its own editor only
+                job.future.set_result(job.work(engine, job.cancel))
             self.host.succeeded()
         except BaseException as exc:
             if not isinstance(exc, (EngineError, Superseded)):

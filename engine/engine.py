@@ -24,6 +24,7 @@ from .fast_decoder import FastDecoder, unsupported_reason
 from .layout_b import infill_b, resolve_layout
 from .loading import load_model
 from .prefix_cache import PrefixCache, PrefixEntry
+from .stop import StopCheck, Stopped
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
 MIN_SUFFIX_ROOM = 8
@@ -116,16 +117,20 @@ class Engine:
         return len(self._encode(text))
 
     def infill(self, req: InfillRequest, cancel: threading.Event | None = None) -> InfillResult:
-        """Infill one span. Blocks; returns status "cancelled" (with the best draft) when `cancel` is set."""
+        """Infill one span. Blocks; returns status "cancelled" (with the best draft) when `cancel` is
+        set, "deadline" (the same) when `req.deadline` passes first."""
         queued = time.perf_counter()
+        stop = StopCheck(cancel, req.deadline)
         while not self._lock.acquire(timeout=0.02):
-            if cancel is not None and cancel.is_set():
-                return InfillResult(text="", status="cancelled", stats=InfillStats(queue_ms=_ms(queued)))
+            if stop.is_set():
+                return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
         try:
             stats = InfillStats(queue_ms=_ms(queued), head=self._head_name())
             # torchao's quantized experts cannot be indexed under inference_mode (quantize.py)
             with torch.no_grad() if self.quantize else torch.inference_mode():
-                return self._infill(req, cancel, stats)
+                return self._infill(req, stop, stats)
+        except Stopped:
+            return InfillResult(text="", status=stop.reason(), stats=InfillStats(queue_ms=_ms(queued)))
         finally:
             self._lock.release()
 
@@ -199,7 +204,8 @@ class Engine:
             wanted = max(wanted, len(span_ids) + 4)
         return max(1, min(wanted, self.max_span_tokens))
 
-    def _encode_prefix(self, ids: list[int], doc_id: str | None, stats: InfillStats) -> DynamicCache:
+    def _encode_prefix(self, ids: list[int], doc_id: str | None, stats: InfillStats,
+                       stop: StopCheck | None = None) -> DynamicCache:
         """Encode the prompt, reusing the document's cached keys/values for the common token prefix."""
         entry, common = self.cache.lookup(doc_id, ids)
         if entry is not None and common == len(ids):
@@ -215,16 +221,24 @@ class Engine:
             for i, layer in enumerate(cache.layers):
                 layer.update(entry.keys[i][:, :, :common], entry.values[i][:, :, :common])
         for begin in range(common, len(ids), PREFILL_CHUNK):
+            if stop is not None and stop.is_set():  # keep what is encoded for the next request
+                self._store_prefix(doc_id, ids[:begin], cache)
+                raise Stopped()
             end = min(begin + PREFILL_CHUNK, len(ids))
             chunk = torch.tensor([ids[begin:end]], device=self.device)
             positions = torch.arange(begin, end, device=self.device).unsqueeze(0)
             self.model.model.encoder(input_ids=chunk, past_key_values=cache, position_ids=positions, use_cache=True)
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
-        self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
+        keys, values = self._store_prefix(doc_id, ids, cache)
         stats.prefix_tokens_reused, stats.prefix_tokens_encoded = common, len(ids) - common
         # The decoder's view: sliding layers see only their window, exactly as after generate()'s encoder.
         return DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)), config=self.text_config)
+
+    def _store_prefix(self, doc_id: str | None, ids: list[int], cache: DynamicCache) -> tuple[list, list]:
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        if ids:
+            self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
+        return keys, values
 
     def _step_fn(self):
         head = self._head_name()
@@ -240,9 +254,9 @@ class Engine:
             return self.layout
         return resolve_layout(req.layout, self.config, self.tokenizer, self.name)
 
-    def _infill(self, req: InfillRequest, cancel: threading.Event | None, stats: InfillStats) -> InfillResult:
+    def _infill(self, req: InfillRequest, stop: StopCheck, stats: InfillStats) -> InfillResult:
         if self._layout_for(req) == "B":
-            return infill_b(self, req, cancel, stats, req.language)
+            return infill_b(self, req, stop, stats, req.language)
         stats.layout = "A"
         start = time.perf_counter()
         prefix_ids, stats.prefix_cut_lines = self._fit_prefix(req.prefix)
@@ -258,7 +272,7 @@ class Engine:
         stats.prefix_tokens = len(prompt)
         stats.canvas_length = length = int(layouts[0].ids.numel())
 
-        cache = self._encode_prefix(prompt, req.doc_id, stats)
+        cache = self._encode_prefix(prompt, req.doc_id, stats, stop)
         if len(layouts) > 1:
             cache.batch_repeat_interleave(len(layouts))
         t_enc = time.perf_counter()
@@ -287,7 +301,7 @@ class Engine:
                               banned=self.special.banned_in_span(),
                               # in a repair the filler pads slack slots, it does not end the span
                               fill=self.special.fill if req.remask is None else None,
-                              generator=generator, cancel=cancel,
+                              generator=generator, cancel=stop,
                               on_step=on_step if req.on_draft else None, anchor=anchor)
         finally:
             if self._fast_decoder is not None:
@@ -301,6 +315,8 @@ class Engine:
         stats.span_budget, stats.suffix_tokens, stats.suffix_cut = chosen.span_slots, chosen.suffix_tokens, chosen.suffix_cut
         tokens = span_tokens(outcome.canvas[best].tolist(), chosen.span_slots, self.special,
                              drop_fill=req.remask is not None)
+        if outcome.steps == 0:  # stopped before the first step: the canvas is still noise
+            tokens = []
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
         confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
@@ -308,7 +324,7 @@ class Engine:
         stats.post_ms = _ms(t_den)
         stats.total_ms = _ms(start)
         pieces = self.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
-        status = "cancelled" if outcome.cancelled else "ok"
+        status = stop.reason() if outcome.cancelled else "ok"
         return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
 
     def _repair_layout(self, layout: CanvasLayout, span: str, remask: list[tuple[int, int]]) -> CanvasLayout:

@@ -15,6 +15,7 @@ INSTRUCTION = (
     "Markdown fence, and nothing that is already before or after the gap.{line_rule}"
 )
 SINGLE_LINE_RULE = " The gap is the rest of one line: reply with a single line."
+REPLACING = "\n\nThe gap now holds the code below; reply with the code that should replace it:\n{span}"
 
 
 def trim_context(prefix: str, suffix: str, max_chars: int) -> tuple[str, str]:
@@ -38,8 +39,14 @@ def trim_context(prefix: str, suffix: str, max_chars: int) -> tuple[str, str]:
 
 
 def infill_messages(prefix: str, suffix: str, language: str = "source code",
-                    single_line: bool = False) -> list[dict[str, str]]:
-    """The chat messages for one infill: the instruction, then the file with the gap marked."""
+                    single_line: bool = False, replacing: str = "") -> list[dict[str, str]]:
+    """The chat messages for one infill: the instruction, then the file with the gap marked.
+
+    `replacing`: the text a rewrite replaces, shown after the file (the gap's current content).
+    """
     rule = SINGLE_LINE_RULE if single_line else ""
     text = INSTRUCTION.format(language=language or "source code", hole=HOLE, line_rule=rule)
-    return [{"role": "user", "content": f"{text}\n\n{prefix}{HOLE}{suffix}"}]
+    content = f"{text}\n\n{prefix}{HOLE}{suffix}"
+    if replacing:
+        content += REPLACING.format(span=replacing)
+    return [{"role": "user", "content": content}]

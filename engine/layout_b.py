@@ -197,7 +197,8 @@ def finish_text(tokenizer, canvas: list[int], stops: set[int], suffix: str, sing
 
 
 def infill_b(engine, req: InfillRequest, cancel, stats: InfillStats, language: str = "") -> InfillResult:
-    """One infill in layout B on `engine` (an engine.Engine); the caller holds its lock."""
+    """One infill in layout B on `engine` (an engine.Engine); the caller holds its lock. `cancel`
+    is the engine's StopCheck (the caller's cancel event and the request's deadline)."""
     start = time.perf_counter()
     stats.layout = "B"
     prompt, kept_prefix, kept_suffix = fit_chat_prompt(engine.tokenizer, req.prefix, req.suffix,
@@ -215,7 +216,7 @@ def infill_b(engine, req: InfillRequest, cancel, stats: InfillStats, language: s
                           clamped=torch.zeros(budget, dtype=torch.bool), span_slots=budget,
                           suffix_tokens=0, suffix_cut=stats.suffix_cut)
     stats.prefix_tokens, stats.canvas_length, stats.span_budget = len(prompt), budget, budget
-    cache = engine._encode_prefix(prompt, req.doc_id, stats)
+    cache = engine._encode_prefix(prompt, req.doc_id, stats, cancel)
     t_enc = time.perf_counter()
     stats.encode_ms = (t_enc - start) * 1000
     seeded = None
@@ -242,11 +243,13 @@ def infill_b(engine, req: InfillRequest, cancel, stats: InfillStats, language: s
     stats.denoise_ms = (t_den - t_enc) * 1000
     stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards
     text, tokens = finish_text(engine.tokenizer, outcome.canvas[0].tolist(), stops, kept_suffix, req.single_line)
+    if outcome.steps == 0:  # stopped before the first step: the canvas is not a draft yet
+        text, tokens = "", []
     stats.span_tokens = len(tokens)
     stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0
     stats.post_ms = (time.perf_counter() - t_den) * 1000
     stats.total_ms = (time.perf_counter() - start) * 1000
     confidence = outcome.confidence[0, : len(tokens)].tolist()
     pieces = engine.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
-    return InfillResult(text=text, status="cancelled" if outcome.cancelled else "ok", confidence=confidence,
+    return InfillResult(text=text, status=cancel.reason() if outcome.cancelled else "ok", confidence=confidence,
                         tokens=pieces, stats=stats)

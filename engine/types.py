@@ -25,6 +25,8 @@ class InfillRequest:
     first line (the engine does not cut). `on_draft` receives the whole span text after every denoising step.
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
+    `deadline` (a `time.monotonic()` value) stops the work there: the result then has status
+    "deadline" and carries the draft of the last finished step ("" if none finished).
     """
 
     prefix: str
@@ -40,6 +42,7 @@ class InfillRequest:
     remask: list[tuple[int, int]] | None = None
     layout: str | None = None  # "A", "B" or None/"auto" (the checkpoint's; see layout_b.py)
     language: str = ""  # the language's name, for layout B's instruction
+    deadline: float | None = None
 
 
 @dataclass
@@ -72,7 +75,8 @@ class InfillStats:
 
 @dataclass
 class InfillResult:
-    """The infill text with per-token confidence; `status` is "ok" or "cancelled"."""
+    """The infill text with per-token confidence; `status` is "ok", "cancelled" (the best draft so
+    far) or "deadline" (cut by the request's deadline: the best draft so far)."""
 
     text: str
     status: str = "ok"

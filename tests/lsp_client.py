@@ -59,9 +59,13 @@ class LspClient:
         return cls(proc.stdout, proc.stdin, proc=proc)
 
     @classmethod
-    def connect(cls, port: int, host: str = "127.0.0.1") -> LspClient:
+    def connect(cls, port: int, host: str = "127.0.0.1", token: str | None = None) -> LspClient:
+        """A daemon connection; the token is read from the daemon's token file unless given."""
+        from dgls import auth
+
         sock = socket.create_connection((host, port), timeout=10)
         sock.settimeout(None)
+        sock.sendall(auth.handshake_line(token or auth.read_token(auth.token_path(port))))
         return cls(sock.makefile("rb"), sock.makefile("wb"), sock=sock)
 
     # -- wire ---------------------------------------------------------------------------------

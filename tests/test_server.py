@@ -13,7 +13,7 @@ import time
 import pytest
 from lsp_client import LspClient, RpcError, pos, rng
 
-FAST = {"steps": 2, "maxSpanTokens": 8, "debounceMs": 30}
+FAST = {"steps": 2, "maxSpanTokens": 8, "debounceMs": 30, "deadlineMs": 120_000}  # deadlines: test_deadline.py
 _uris = itertools.count()
 
 

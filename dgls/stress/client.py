@@ -23,14 +23,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach a TCP daemon. The one place that knows the connection details, so a token
-    handshake (when the daemon requires one) is added here and nowhere else."""
+    """How to reach a TCP daemon: the one place that knows the connection details (address and
+    the daemon's token, sent first as dgls.auth's handshake line)."""
 
     host: str
     port: int
+    token: str | None = None
 
     def open_socket(self, timeout: float = 10.0) -> socket.socket:
+        from dgls import auth
+
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.token is not None:
+            sock.sendall(auth.handshake_line(self.token))
         sock.settimeout(None)
         return sock
 

@@ -88,11 +88,15 @@ def start_stdio(model_dir: Path, workdir: Path, threads: int = 1) -> tuple[Serve
 
 
 def start_daemon(model_dir: Path, workdir: Path, threads: int = 1, timeout: float = 120) -> ServerRun:
-    """`dgls serve --tcp --port 0` on loopback; waits until it says where it listens."""
+    """`dgls serve --tcp --port 0` on loopback, its token file in `workdir`; waits until it says
+    where it listens."""
+    from dgls import auth
+
     log_path = Path(tempfile.mkstemp(prefix="tcp-", suffix=".log", dir=workdir)[1])
-    fault_path = workdir / f"fault-{log_path.stem}"
+    fault_path, token_path = workdir / f"fault-{log_path.stem}", workdir / f"{log_path.stem}.token"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(server_command("--tcp", "--host", "127.0.0.1", "--port", "0", "--model", str(model_dir)),
+        proc = subprocess.Popen(server_command("--tcp", "--host", "127.0.0.1", "--port", "0", "--model", str(model_dir),
+                                               "--token-file", str(token_path)),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                                 env=_env(fault_path, threads))
     run = ServerRun(proc=proc, log_path=log_path, fault_path=fault_path)
@@ -100,7 +104,7 @@ def start_daemon(model_dir: Path, workdir: Path, threads: int = 1, timeout: floa
     while time.monotonic() < deadline:
         found = LISTENING.search(run.log_text())
         if found:
-            run.endpoint = Endpoint(found.group(1), int(found.group(2)))
+            run.endpoint = Endpoint(found.group(1), int(found.group(2)), auth.read_token(token_path))
             return run
         if proc.poll() is not None:
             break
