@@ -39,7 +39,7 @@ def test_changed_files_reload_and_a_failed_reload_keeps_serving(model, tmp_path)
     host = EngineHost()
     pristine = tmp_path / "weights"
     shutil.copy2(model / "model.safetensors", pristine)
-    host.configure((str(model), "cpu", None, None))
+    host.configure((str(model), "cpu", None, None, None))
     _wait(host, lambda s: s[0] == "ready")
     first = _use(host)
     (model / "model.safetensors").write_bytes(b"garbage")
@@ -59,7 +59,7 @@ def test_a_failed_load_is_retried_once_the_files_are_fixed(model, tmp_path):
     pristine = tmp_path / "weights"
     shutil.move(model / "model.safetensors", pristine)
     host = EngineHost()
-    host.configure((str(model), "cpu", None, None))
+    host.configure((str(model), "cpu", None, None, None))
     _wait(host, lambda s: s[0] == "error")
     with pytest.raises(EngineError, match="no .safetensors"):
         _use(host)
@@ -72,7 +72,7 @@ def test_a_failed_load_is_retried_once_the_files_are_fixed(model, tmp_path):
 
 def test_repeated_engine_failures_reload_it(model):
     host = EngineHost()
-    host.configure((str(model), "cpu", None, None))
+    host.configure((str(model), "cpu", None, None, None))
     _wait(host, lambda s: s[0] == "ready")
     first = _use(host)
     for _ in range(3):
