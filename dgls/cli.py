@@ -1,4 +1,4 @@
-"""The `dgls` command: serve | infill | bench | doctor | train | eval (argument parsing only)."""
+"""The `dgls` command: serve | infill | bench | doctor | stress | train | eval (argument parsing only)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ COMMANDS = {
     "infill": ("dgls.infill_cmd", "infill one span of a file and print the result"),
     "bench": ("dgls.bench", "measure speed and memory against the stock generate() baseline"),
     "doctor": ("dgls.doctor", "check the environment, device, model and grammars"),
+    "stress": ("dgls.stress.command", "fuzz, cancel storms, load, soak and faults against a real server"),
     "train": ("dgls.engine.train.command", "train the embedded default model (resumable)"),
     "eval": ("dgls.evaluation.evaluate", "run the held-out infill sets against baselines"),
     "connect": ("dgls.connect", "bridge stdio to a running `dgls serve --tcp` daemon (editors' command)"),

@@ -222,6 +222,9 @@ class DglsServer(LanguageServer):
             return None
         except EngineError as exc:
             raise JsonRpcException(str(exc), code=REQUEST_FAILED) from None
+        except Exception as exc:  # a fault inside the engine (a bug, MemoryError): this request fails, not the server
+            raise JsonRpcException(f"dgls: the infill failed ({type(exc).__name__}: {exc}); the server keeps serving",
+                                   code=REQUEST_FAILED) from None
         finally:
             self._busy(-1)
         current = self.docs.get(uri)

@@ -2,12 +2,15 @@
 
 `EngineHost` loads on a thread (so `initialize` answers at once), swaps in a new engine when the
 model setting changes, and closes the old one when no job uses it any more. A failed load leaves
-the host in "error" with a message the editor shows; the next configure() retries.
+the host in "error" with a message the editor shows; the next configure() retries, and so does
+the next job once the model's files change (dgls.model_watch). Files that change under a ready
+engine reload it in the background; if that load fails the engine in memory keeps serving.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import threading
 import time
@@ -16,10 +19,15 @@ from typing import Any
 
 from dgls.engine import EngineError, ModelLoadError
 
+from . import fault_injection
+from .model_watch import ModelWatch, model_dir
+from .privacy import describe
+
 log = logging.getLogger(__name__)
 
 EngineKey = tuple[str | None, str | None, str | None, str | None, Any]  # (model, device, dtype, quantize, RemoteOptions | None)
 Listener = Callable[[str, str], None]
+RELOAD_AFTER_FAILURES = 3  # unexpected engine failures in a row before the engine is reloaded
 
 
 class Superseded(Exception):
@@ -38,6 +46,8 @@ class EngineHost:
         self._problem: str | None = None  # a ready engine's passing trouble (a remote server down)
         self._generation = 0
         self._users: dict[int, int] = {}  # id(engine) -> jobs using it
+        self._watch: ModelWatch | None = None  # the files the current engine (or failed load) came from
+        self._failures = 0
         self._retired: list[Any] = []
         self._listeners: list[Listener] = []
 
@@ -75,25 +85,30 @@ class EngineHost:
         if fn in self._listeners:
             self._listeners.remove(fn)
 
-    def configure(self, key: EngineKey) -> bool:
+    def configure(self, key: EngineKey, background: bool = False) -> bool:
         """Load the engine for `key` unless it is loaded or loading already; True if a load started.
 
         The same key after a failed load retries: the user may have fixed the path meanwhile.
+        `background`: reload while the current engine keeps serving, and keep it if the load fails.
         """
         with self._cond:
-            if key == self._key and self._state in ("loading", "ready"):
+            if not background and key == self._key and self._state in ("loading", "ready"):
                 return False
             self._generation += 1
             generation, self._key = self._generation, key
-            self._state, self._message = "loading", f"loading model {_describe(key)}"
-            self._problem = None
-        self._emit()
-        threading.Thread(target=self._load, args=(generation, key), name="dgls-load", daemon=True).start()
+            if not background:
+                self._state, self._message = "loading", f"loading model {_describe(key)}"
+                self._problem = None
+        if not background:
+            self._emit()
+        threading.Thread(target=self._load, args=(generation, key, background), name="dgls-load", daemon=True).start()
         return True
 
-    def _load(self, generation: int, key: EngineKey) -> None:
+    def _load(self, generation: int, key: EngineKey, background: bool = False) -> None:
         started = time.monotonic()
         engine, error = None, None
+        # the files, read before loading (a change during the load is seen later); none for a remote model
+        watch = ModelWatch(model_dir(key[0]) if key[4] is None else None)
         try:
             model, device, dtype, quantize, remote = key
             if remote is not None:  # the model runs on a server: nothing to load here (and no torch)
@@ -106,7 +121,7 @@ class EngineHost:
                 if factory is None:
                     from dgls.engine import Engine as factory
                 extra = {"quantize": quantize} if quantize else {}
-                engine = factory(model=model, device=device, dtype=dtype, **extra)
+                engine = fault_injection.wrap(factory(model=model, device=device, dtype=dtype, **extra))
         except EngineError as exc:
             error = exc
         except Exception as exc:  # an unexpected failure still leaves the server serving
@@ -117,10 +132,14 @@ class EngineHost:
             if generation != self._generation:  # a newer configure() won: drop this one
                 stale = engine
             else:
-                stale = self._engine
+                stale, self._watch = self._engine, watch
                 if error is None:
-                    self._engine = engine
+                    self._engine, self._failures = engine, 0
                     self._state, self._message = "ready", f"model {_describe(key)} ready ({seconds:.1f}s)"
+                elif background and self._engine is not None:  # keep serving what works
+                    stale = None
+                    self._message = f"{error}; still serving the model loaded before, until its files change again"
+                    log.warning("%s", self._message)
                 else:  # the old engine goes too: answering from a model the user replaced would mislead
                     self._engine = None
                     self._state, self._message = "error", str(error)
@@ -135,6 +154,7 @@ class EngineHost:
 
     def acquire(self, cancel: threading.Event) -> Any:
         """Block until the engine is ready and mark it in use; raises EngineError or Superseded."""
+        self._reload_if_files_changed()
         with self._cond:
             while self._state in ("loading", "idle"):
                 if cancel.is_set():
@@ -158,6 +178,37 @@ class EngineHost:
                 return
             self._retired.remove(engine)
         _close(engine)
+
+    def _reload_if_files_changed(self) -> None:
+        """The model's files changed on disk: reload (in the background while an engine serves)."""
+        with self._cond:
+            watch, state, key = self._watch, self._state, self._key
+            if watch is None or key is None or state not in ("ready", "error") or not watch.changed():
+                return
+        log.info("the model files in %s changed: reloading the engine", watch.path)
+        self.configure(key, background=state == "ready")
+
+    def failed(self, engine: Any, exc: BaseException) -> None:
+        """An infill raised something unexpected (a bug, MemoryError): free what the engine caches,
+        and reload it after RELOAD_AFTER_FAILURES failures in a row."""
+        log.error("the engine failed: %s", describe(exc))
+        cache = getattr(engine, "cache", None)
+        if cache is not None and hasattr(cache, "clear"):
+            cache.clear()
+        if isinstance(exc, MemoryError):
+            gc.collect()
+        with self._cond:
+            self._failures += 1
+            reload = self._failures >= RELOAD_AFTER_FAILURES and engine is self._engine and self._key is not None
+            if reload:
+                self._failures = 0
+        if reload:
+            log.warning("the engine failed %d times in a row: reloading it", RELOAD_AFTER_FAILURES)
+            self.configure(self._key, background=True)
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._failures = 0
 
     def forget(self, doc_id: str) -> None:
         """Drop a document's prefix cache (it was closed)."""

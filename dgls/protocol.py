@@ -1,11 +1,12 @@
-"""pygls' LSP protocol with dgls' three fixes (malformed params, one document store, per-connection exit)."""
+"""pygls' LSP protocol with dgls' fixes (malformed params, other JSON-RPC versions, one document store,
+per-connection exit)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lsprotocol import types as lsp
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
@@ -18,9 +19,10 @@ class _BadRequest:
 
 
 class DglsProtocol(LanguageServerProtocol):
-    """pygls' protocol with three changes: malformed requests get an InvalidParams reply (pygls
-    drops them unanswered), documents live only in dgls.documents (no second copy of a 20 MB
-    file in pygls' workspace), and `exit` on a daemon connection closes only that connection."""
+    """pygls' protocol with these changes: malformed requests get an InvalidParams reply and
+    requests in another JSON-RPC version an InvalidRequest reply (pygls drops both unanswered),
+    documents live only in dgls.documents (no second copy of a 20 MB file in pygls' workspace),
+    and `exit` on a daemon connection closes only that connection."""
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
@@ -33,6 +35,12 @@ class DglsProtocol(LanguageServerProtocol):
     def handle_message(self, message: Any) -> None:
         if isinstance(message, _BadRequest):
             self._send_response(message.id, error=message.error.to_response_error())
+            return
+        msg_id, version = getattr(message, "id", None), getattr(message, "jsonrpc", None)
+        if version != self.VERSION and isinstance(msg_id, (int, str)) and hasattr(message, "method"):
+            # pygls drops these unanswered; the client would wait for ever
+            error = JsonRpcInvalidRequest(f"unsupported JSON-RPC version {version!r}; dgls speaks 2.0")
+            self._send_response(msg_id, error=error.to_response_error())
             return
         super().handle_message(message)
 

@@ -17,6 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from dgls.engine import EngineError
+
 from .host import EngineHost, Superseded
 from .logroute import owned_by
 
@@ -187,7 +189,10 @@ class Scheduler:
         try:
             with owned_by(job.client):  # its log records go to its own editor only
                 job.future.set_result(job.work(engine, job.cancel))
+            self.host.succeeded()
         except BaseException as exc:
+            if not isinstance(exc, (EngineError, Superseded)):
+                self.host.failed(engine, exc)
             job.future.set_exception(exc)
         finally:
             self.host.release(engine)

@@ -8,12 +8,14 @@ loading so that a truncated or corrupt file fails fast and nothing is half-loade
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .types import ModelLoadError
 
@@ -199,6 +201,21 @@ def load_model(model: str | os.PathLike | None = None, device: str | None = None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load {path}: {first}") from exc
     net = net.to(device).eval()
+    if device == "cpu":
+        _detach_from_files(net)
     name = "embedded-default" if path == DEFAULT_MODEL_DIR else str(model)
     return LoadedModel(model=net, tokenizer=tokenizer, path=path, name=name, device=device, dtype=dtype,
                        quantize=kind)
+
+
+def _detach_from_files(net: Any) -> None:
+    """Give every CPU tensor its own memory. Weights loaded from safetensors are memory-mapped
+    views of the file: if the file is truncated or rewritten while the server runs (a training
+    run saving over it, a failed copy), the next read of a weight kills the process with SIGBUS
+    or silently reads the new bytes. A copy costs one load's worth of memcpy, once."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in itertools.chain(net.parameters(), net.buffers()):
+            if tensor.device.type == "cpu" and type(tensor.data) is torch.Tensor:  # quantized ones are new already
+                tensor.data = tensor.data.clone()

@@ -93,3 +93,24 @@ def test_bad_device_and_dtype(tiny_model_dir):
 
 def test_check_is_cheap_and_lists_weights(tiny_model_dir):
     assert [p.name for p in check_checkpoint_dir(tiny_model_dir)] == ["model.safetensors"]
+
+
+def test_weights_outlive_their_file_being_truncated(tiny_model_dir, tmp_path):
+    """Weights were memory-mapped views of the file: truncating it while the model served killed
+    the process with SIGBUS at the next forward. Run in a child so a crash fails the test only."""
+    import subprocess
+    import sys
+
+    d = _copy(tiny_model_dir, tmp_path / "m")
+    script = (
+        "import sys, torch\n"
+        "from dgls.engine.loading import load_model\n"
+        "net = load_model(sys.argv[1]).model\n"
+        "before = sum(float(p.double().sum()) for p in net.parameters())\n"
+        "open(sys.argv[1] + '/model.safetensors', 'r+b').truncate(100)\n"
+        "after = sum(float(p.double().sum()) for p in net.parameters())\n"
+        "assert before == after, (before, after)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(d)], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-1500:]

@@ -88,7 +88,7 @@ def test_settings_carry_quantize_and_layout():
 
     settings, problems = Settings().merged({"dgls": {"quantize": "8bit", "infillLayout": "b"}})
     assert settings.quantize == "8bit" and settings.infill_layout == "B" and not problems
-    assert settings.engine_key[-1] == "8bit"  # a new precision reloads the engine
+    assert settings.engine_key[3] == "8bit"  # a new precision reloads the engine
     again, problems = settings.merged({"quantize": "2bit", "infillLayout": "C"})
     assert again == settings and len(problems) == 2
     assert Settings().merged({"quantize": "none"})[0].quantize is None
