@@ -184,7 +184,7 @@ def test_repair_keeps_good_tokens_and_redenoises_the_bad_ones(engine):
     res = engine.infill(InfillRequest(prefix="x = 1\n", suffix="\n", span=span, remask=[bad], steps=6, seed=2))
     assert res.status == "ok"
     layout = engine._repair_layout(engine._layouts(engine._budget(InfillRequest(prefix="", span=span),
-                                                                  engine._encode(span)), [])[0], span, [bad])
+                                                                  engine.tokenize(span)), [])[0], span, [bad])
     free = (~layout.clamped[: layout.span_slots]).nonzero().flatten().tolist()
     assert free == list(range(8, 15 + 4))  # byte-level: one token per character, plus 4 slots of slack
     # the clamped tokens come back unchanged, around whatever the model put in the hole

@@ -46,7 +46,7 @@ def test_engine_encodes_all_but_the_last_token_and_feeds_it_to_the_decoder(shift
     res = engine.infill(InfillRequest(prefix=prefix, suffix="\nz = 3\n", doc_id="d", single_line=True))
     hook.remove()
     assert res.status == "ok"
-    ids = engine._encode(prefix)
+    ids = engine.tokenize(prefix)
     assert res.stats.prefix_tokens == 1 + len(ids) - 1  # bos + prefix, less the anchor
     assert seen and all(int(x[0, 0]) == ids[-1] for x in seen)  # every decoder pass starts with it
     # the cached prompt is exactly the encoder's: a second request reuses all of it
