@@ -11,7 +11,6 @@ once and the server sees the connection close (vLLM then aborts the generation).
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import socket
 import ssl
@@ -24,6 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dgls.engine import EngineError
+
+from .auth import is_loopback
 
 CANCEL_POLL_S = 0.01  # how often a request's watcher looks at its cancel event
 CONNECT_TIMEOUT_S = 3.0
@@ -41,15 +42,6 @@ class RemoteError(EngineError):
 
 class Cancelled(Exception):
     """The caller's cancel event was set; the connection has been closed."""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -80,7 +72,7 @@ class Endpoint:
         if parts.query or parts.fragment:
             raise EngineError(f"engine URL {_safe(url)!r} must not have a query or fragment")
         host = parts.hostname
-        if parts.scheme == "http" and not allow_http and not _is_loopback(host):
+        if parts.scheme == "http" and not allow_http and not is_loopback(host):
             raise EngineError(f"plain http to {host} would send your code unencrypted; use https, or allow it "
                               "explicitly (engineAllowHttp / --engine-allow-http) on a network you trust")
         if not timeout > 0:

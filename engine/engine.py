@@ -10,6 +10,7 @@ import time
 import torch
 from transformers import DynamicCache
 
+from ..kernels.diffusion_head import triton_available
 from .canvas import (
     CanvasLayout,
     SpecialTokens,
@@ -150,7 +151,7 @@ class Engine:
         """The head that runs: "fused"/"auto" mean Triton on CUDA (when it imports), chunked torch elsewhere."""
         if self.head not in ("auto", "fused"):
             return self.head
-        return "triton" if self.device.startswith("cuda") and _triton_available() else "chunked"
+        return "triton" if self.device.startswith("cuda") and triton_available() else "chunked"
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -305,15 +306,8 @@ class Engine:
                 for lay in layouts]).to(self.device)
         positions = torch.arange(len(prompt), len(prompt) + length, device=self.device).unsqueeze(0)
         spec = CanvasSpec.build(template, clamped, positions, batch=len(layouts), start=seeded, anchor=anchor)
-        try:
-            outcome = denoise(self.model, cache, spec, rules, self._step_fn(), generator=generator, cancel=stop,
-                              on_step=req.on_step)
-        finally:
-            if self._fast_decoder is not None:
-                self._fast_decoder.release()
+        outcome = self.run_denoise(cache, spec, rules, generator, stop, req.on_step, stats)
         t_den = time.perf_counter()
-        stats.denoise_ms = (t_den - t_enc) * 1000
-        stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards
 
         best = int(torch.argmin(outcome.span_entropy)) if len(layouts) > 1 else 0
         chosen = layouts[best]
@@ -331,6 +325,20 @@ class Engine:
         pieces = self.tokenizer.convert_ids_to_tokens(tokens) if tokens else []
         status = stop.reason() if outcome.cancelled else "ok"
         return InfillResult(text=text, status=status, confidence=confidence, tokens=pieces, stats=stats)
+
+    def run_denoise(self, cache: DynamicCache, spec: CanvasSpec, rules: SamplerRules, generator: torch.Generator,
+                    stop, on_step, stats: InfillStats):  # noqa: ANN001
+        """Denoise one prepared canvas (either layout) with this engine's head; fills the step stats."""
+        started = time.perf_counter()
+        try:
+            outcome = denoise(self.model, cache, spec, rules, self._step_fn(), generator=generator, cancel=stop,
+                              on_step=on_step)
+        finally:
+            if self._fast_decoder is not None:
+                self._fast_decoder.release()
+        stats.denoise_ms = (time.perf_counter() - started) * 1000
+        stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards
+        return outcome
 
     def _repair_layout(self, layout: CanvasLayout, span: str, remask: list[tuple[int, int]]) -> CanvasLayout:
         """Keep the span's good tokens clamped; each re-masked run becomes free slots, with room to grow.
@@ -389,11 +397,3 @@ def _coarse_start(prefix: str) -> int:
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
-
-@functools.cache
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True

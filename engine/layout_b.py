@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .canvas import CanvasLayout, split_anchor
-from .denoise import CanvasSpec, DenoiseSettings, SamplerRules, denoise
+from .denoise import CanvasSpec, DenoiseSettings, SamplerRules
 from .infill_prompt import infill_messages, trim_context
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
@@ -230,15 +230,8 @@ def infill_b(engine, req: InfillRequest, cancel, stats: InfillStats, language: s
     positions = torch.arange(len(prompt), len(prompt) + budget, device=engine.device).unsqueeze(0)
     spec = CanvasSpec.build(layout.ids.to(engine.device)[None], layout.clamped.to(engine.device)[None], positions,
                             start=seeded, anchor=anchor)
-    try:
-        outcome = denoise(engine.model, cache, spec, rules, engine._step_fn(), generator=generator, cancel=cancel,
-                          on_step=req.on_step)
-    finally:
-        if engine._fast_decoder is not None:
-            engine._fast_decoder.release()
+    outcome = engine.run_denoise(cache, spec, rules, generator, cancel, req.on_step, stats)
     t_den = time.perf_counter()
-    stats.denoise_ms = (t_den - t_enc) * 1000
-    stats.steps, stats.decoder_forwards = outcome.steps, outcome.forwards
     text, tokens = finish_text(engine.tokenizer, outcome.canvas[0].tolist(), stops, kept_suffix, req.single_line)
     if outcome.steps == 0:  # stopped before the first step: the canvas is not a draft yet
         text, tokens = "", []

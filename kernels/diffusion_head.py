@@ -27,6 +27,8 @@ pass: see :mod:`.fill_rule`. Modules: :mod:`.chunked_head` (torch), :mod:`.trito
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .chunked_head import SOFT_TOPK, chunked_head
@@ -84,7 +86,7 @@ def diffusion_head(
     if not 0.0 <= soft_eps < 1.0:
         raise ValueError(f"soft_eps must be in [0, 1) (got {soft_eps})")
     if impl == "auto":
-        impl = "triton" if hidden.is_cuda and _triton_available() else "chunked"
+        impl = "triton" if hidden.is_cuda and triton_available() else "chunked"
     common = dict(temperature=temperature, softcap=softcap, embed_scale=embed_scale, seed=seed, banned=banned,
                   rows=rows, row_banned=row_banned, fill=fill)
     if impl == "reference":
@@ -98,7 +100,9 @@ def diffusion_head(
     raise ValueError(f"unknown impl {impl!r}: expected auto, reference, chunked or triton")
 
 
-def _triton_available() -> bool:
+@functools.cache
+def triton_available() -> bool:
+    """Whether Triton imports here (the engine and this dispatcher pick the Triton head only then)."""
     try:
         import triton  # noqa: F401
     except ImportError:
