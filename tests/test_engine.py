@@ -97,8 +97,8 @@ def test_long_prefix_is_cut_at_a_line_boundary(tiny_model_dir):
     res = eng.infill(InfillRequest(prefix=prefix, suffix="\n", steps=2))
     assert res.stats.prefix_cut_lines > 0
     assert res.stats.prefix_tokens <= 200
-    kept, _ = eng._fit_prefix(prefix)
-    assert eng.tokenizer.decode(kept).startswith("line ")  # starts at a whole line
+    kept = eng.prompt_ids(prefix)
+    assert eng.tokenizer.decode(kept, skip_special_tokens=True).startswith("line ")  # starts at a whole line
 
 
 def test_long_suffix_is_cut_to_the_canvas(engine):
@@ -342,6 +342,6 @@ def test_prefix_cut_is_stable_under_small_edits(tiny_model_dir):
         assert res.stats.prefix_tokens <= 300
         reused.append(res.stats.prefix_tokens_encoded)
     assert max(reused) <= 2  # only the typed character(s) are encoded again
-    kept, cut_lines = eng._fit_prefix(prefix)
-    assert cut_lines > 0 and eng.tokenizer.decode(kept).startswith("row_")
+    kept = eng.prompt_ids(prefix)[1:]  # without <bos>
+    assert res.stats.prefix_cut_lines > 0 and eng.tokenizer.decode(kept).startswith("row_")
     assert len(kept) >= 150  # at least half the room is kept
