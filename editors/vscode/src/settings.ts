@@ -2,12 +2,17 @@
 // No `vscode` import here, so `npm test` runs it under plain node.
 
 /** The keys the server reads from its "dgls" settings section (see dgls/options.py). */
-const STRING_KEYS = ['model', 'device', 'dtype', 'logLevel'] as const;
-const NUMBER_KEYS = ['maxSpanTokens', 'steps', 'debounceMs'] as const;
-export const SERVER_KEYS = [...STRING_KEYS, ...NUMBER_KEYS] as const;
+const STRING_KEYS = [
+  'model', 'device', 'dtype', 'logLevel', 'quantize', 'infillLayout', 'engineUrl', 'engineApiKeyEnv',
+] as const;
+const NUMBER_KEYS = [
+  'maxSpanTokens', 'steps', 'debounceMs', 'deadlineMs', 'commandDeadlineMs', 'threads', 'engineTimeout',
+] as const;
+const BOOLEAN_KEYS = ['engineAllowHttp'] as const;
+export const SERVER_KEYS = [...STRING_KEYS, ...NUMBER_KEYS, ...BOOLEAN_KEYS] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];
-export type ServerSettings = Partial<Record<ServerKey, string | number | null>>;
+export type ServerSettings = Partial<Record<ServerKey, string | number | boolean | null>>;
 
 /** Read access to a configuration section; `vscode.WorkspaceConfiguration` fits. */
 export interface SettingsReader {
@@ -28,6 +33,10 @@ export function serverSettings(config: SettingsReader): ServerSettings {
   for (const key of NUMBER_KEYS) {
     const value = config.get<unknown>(key);
     out[key] = typeof value === 'number' && Number.isFinite(value) ? value : null;
+  }
+  for (const key of BOOLEAN_KEYS) {
+    const value = config.get<unknown>(key);
+    out[key] = typeof value === 'boolean' ? value : null;
   }
   return out;
 }

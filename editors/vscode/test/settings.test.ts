@@ -18,7 +18,30 @@ test('server settings keep only the server keys, unset as null', () => {
     steps: 12,
     debounceMs: 80,
     logLevel: null,
+    quantize: null,
+    infillLayout: null,
+    engineUrl: null,
+    engineApiKeyEnv: null,
+    deadlineMs: null,
+    commandDeadlineMs: null,
+    threads: null,
+    engineTimeout: null,
+    engineAllowHttp: null,
   });
+});
+
+test('the reliability, precision and team-server settings pass through with their types', () => {
+  const got = serverSettings(
+    reader({ deadlineMs: 2500, threads: 2, quantize: '8bit', engineUrl: 'https://gpu:8000',
+      engineAllowHttp: true, engineTimeout: 'soon', infillLayout: 5 }),
+  );
+  assert.equal(got.deadlineMs, 2500);
+  assert.equal(got.threads, 2);
+  assert.equal(got.quantize, '8bit');
+  assert.equal(got.engineUrl, 'https://gpu:8000');
+  assert.equal(got.engineAllowHttp, true);
+  assert.equal(got.engineTimeout, null);
+  assert.equal(got.infillLayout, null);
 });
 
 test('non-finite and wrongly typed values become null', () => {
