@@ -1,6 +1,7 @@
 """The resident DiffusionGemma infill engine (installed as ``dgls.engine``); knows nothing of LSP."""
 
 import logging
+import warnings
 
 from .types import EngineError, InfillRequest, InfillResult, InfillStats, ModelLoadError
 
@@ -9,6 +10,9 @@ from .types import EngineError, InfillRequest, InfillResult, InfillStats, ModelL
 # deprecated: warnings about code dgls never runs, which would bury dgls's own one-line errors.
 logging.getLogger("torchao").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+# transformers >= 5.2x renames DiffusionGemma's `past_key_values` argument to `cache` and warns on
+# every prefill; dgls keeps the old name, which every supported version (>= 5.13) accepts.
+warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated", category=FutureWarning)
 
 __all__ = ["EngineError", "InfillRequest", "InfillResult", "InfillStats", "ModelLoadError", "Engine"]
 
