@@ -99,9 +99,12 @@ class DglsServer(LanguageServer):
             self.protocol.notify(STATUS, {"state": state, "message": message})
 
     def dispose(self) -> None:
-        """The connection is gone: stop its work and detach from the shared parts."""
+        """The connection is gone: stop its work, free its documents' prefix caches (an editor that
+        disconnects without didClose would otherwise leave them to LRU eviction) and detach."""
         self.shared.host.remove_listener(self._host_changed)
         self.shared.scheduler.cancel_client(self.client_id)
+        for uri in self.docs.uris():
+            self.shared.host.forget(self.doc_id(uri))
         logging.getLogger("dgls").removeHandler(self._log_handler)
         self.loop = None
 

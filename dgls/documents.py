@@ -206,5 +206,8 @@ class DocumentStore:
     def get(self, uri: str) -> Document | None:
         return self._docs.get(uri)
 
+    def uris(self) -> list[str]:
+        return list(self._docs)
+
     def __len__(self) -> int:
         return len(self._docs)
