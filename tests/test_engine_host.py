@@ -89,7 +89,8 @@ def _peek(host: EngineHost) -> object:
 
 def test_a_connection_that_goes_away_frees_its_documents_caches(tiny_model_dir):
     """Before: an editor that disconnected without didClose left its documents' KV caches in the
-    shared engine until LRU eviction (RSS crept up ~1 MB/min in a 30-minute soak with reconnects)."""
+    shared engine until LRU eviction (a suspect for the ~1 MB/min RSS growth of a 30-minute soak
+    with reconnects)."""
     from dgls.engine import InfillRequest
 
     from dgls.connection import Shared
