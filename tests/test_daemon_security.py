@@ -48,7 +48,7 @@ def start_daemon(runtime: str, *args: str) -> tuple[subprocess.Popen, int, list[
 
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
-    proc.wait(10)
+    proc.wait(60)  # a loaded machine may still be loading the model when SIGTERM arrives
 
 
 @pytest.fixture(scope="module")
