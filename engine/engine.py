@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import time
 
@@ -24,7 +23,9 @@ from .denoise import CanvasSpec, DenoiseSettings, SamplerRules, denoise, fused_s
 from .fast_decoder import FastDecoder, unsupported_reason
 from .layout_b import infill_b, resolve_layout
 from .loading import load_model
+from .prefill import KeysOnlyPrefill
 from .prefix_cache import PrefixCache, PrefixEntry
+from .prefix_window import fit_prefix
 from .stop import StopCheck, Stopped
 from .types import EngineError, InfillRequest, InfillResult, InfillStats
 
@@ -37,9 +38,6 @@ MIN_SUFFIX_ROOM = 8
 CPU_SUFFIX_WINDOW = 16
 REPAIR_SLACK = 4  # extra free slots after each re-masked run
 PREFILL_CHUNK = 2048  # prefix tokens per encoder call (bounds the attention mask's memory)
-PREFIX_CHARS = 48_000  # prefixes longer than this are first cut to about this many chars,
-PREFIX_GRID = 8_192  # at a point that moves in steps of this, so a document's cache stays valid
-PRETRIM_CHARS_PER_TOKEN = 12  # prefixes longer than this many chars per token of room are pre-trimmed
 SUFFIX_CHARS_PER_TOKEN = 8  # tokenize at most this many chars per canvas slot of suffix
 HEADS = ("auto", "reference", "fused", "chunked", "triton")
 
@@ -97,6 +95,7 @@ class Engine:
         # The lean CPU decoder forward (same weights, fewer ops) wherever it applies.
         lean = fast_decoder and self.quantize is None and unsupported_reason(self.model) is None
         self._fast_decoder = FastDecoder(self.model) if lean else None
+        self._prefill = KeysOnlyPrefill(self.model)  # the encoder for its keys/values only
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -157,50 +156,8 @@ class Engine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def _fit_prefix(self, prefix: str) -> tuple[list[int], int]:
-        """Tokenize the prefix; if too long for the context, cut whole lines from the left.
-        Returns the ids and how many lines were cut.
-
-        Cut points are snapped to a grid of characters (then to the next line start), so a small
-        edit leaves the cut where it was and the document's prefix cache stays valid; the window
-        kept is between half and all of the room. Huge prefixes are pre-trimmed the same way
-        before tokenizing (first to the last PREFIX_CHARS on a PREFIX_GRID, then to what the room
-        can use), so a 50,000-line file costs no more than a short one.
-        """
-        base = _coarse_start(prefix)
-        if base:
-            ids, cut_lines = self._fit_window(prefix[base:])
-            return ids, cut_lines + prefix.count("\n", 0, base)
-        return self._fit_window(prefix)
-
-    def _fit_window(self, prefix: str) -> tuple[list[int], int]:
         room = self.max_prefix_tokens - (1 if self.special.bos is not None else 0)
-        start = 0
-        if len(prefix) > room * PRETRIM_CHARS_PER_TOKEN:
-            coarse = room * PRETRIM_CHARS_PER_TOKEN
-            start = self._line_start_at(prefix, (len(prefix) - coarse) // coarse * coarse)
-        ids = self._encode(prefix[start:])
-        if len(ids) > room:  # a power-of-two grid worth at most half the room, so it rarely changes
-            chars_per_token = (len(prefix) - start) / len(ids)
-            grid = 1 << max(4, int(math.log2(max(1.0, room * chars_per_token / 2))))
-        while len(ids) > room:
-            enc = self.tokenizer(prefix[start:], add_special_tokens=False, return_offsets_mapping=True)
-            must_drop = start + enc["offset_mapping"][len(ids) - room][0]
-            cut = self._line_start_at(prefix, -(-must_drop // grid) * grid)
-            start = cut if cut > start else self._line_start_at(prefix, must_drop)
-            ids = self._encode(prefix[start:])
-        return ids, prefix.count("\n", 0, start)
-
-    @staticmethod
-    def _line_start_at(text: str, at: int) -> int:
-        """The first line start at or after `at` (the end of the text if there is none)."""
-        if at <= 0:
-            return 0
-        if at >= len(text):
-            return len(text)
-        if text[at - 1] == "\n":
-            return at
-        newline = text.find("\n", at)
-        return newline + 1 if newline != -1 else len(text)
+        return fit_prefix(self.tokenizer, prefix, room)
 
     def _suffix_ids(self, suffix: str, room: int) -> list[int]:
         head = suffix[: room * SUFFIX_CHARS_PER_TOKEN + 1]
@@ -238,7 +195,7 @@ class Engine:
             end = min(begin + PREFILL_CHUNK, len(ids))
             chunk = torch.tensor([ids[begin:end]], device=self.device)
             positions = torch.arange(begin, end, device=self.device).unsqueeze(0)
-            self.model.model.encoder(input_ids=chunk, past_key_values=cache, position_ids=positions, use_cache=True)
+            self._prefill.encode(chunk, positions, cache)
         keys, values = self._store_prefix(doc_id, ids, cache)
         stats.prefix_tokens_reused, stats.prefix_tokens_encoded = common, len(ids) - common
         # The decoder's view: sliding layers see only their window, exactly as after generate()'s encoder.
@@ -383,15 +340,6 @@ class Engine:
         budgets = sorted({max(1, budget // 4), max(1, budget // 2), budget})
         length = min(length, budget + len(suffix_ids) + 1)  # as generate() would: no padding
         return [build_canvas(b, suffix_ids, length, self.special, pad_to_length=True) for b in budgets]
-
-
-def _coarse_start(prefix: str) -> int:
-    """The first pre-trim of a huge prefix: a line start on a coarse grid, PREFIX_CHARS from the end."""
-    if len(prefix) <= PREFIX_CHARS:
-        return 0
-    cut = (len(prefix) - PREFIX_CHARS) // PREFIX_GRID * PREFIX_GRID
-    newline = prefix.find("\n", cut)
-    return cut if newline == -1 else newline + 1
 
 
 def _ms(since: float) -> float:
