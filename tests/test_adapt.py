@@ -76,3 +76,27 @@ def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
     engine = Engine(str(merged), device="cpu")
     assert engine.info()["token_shift"] is True
     assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", single_line=True)).status == "ok"
+
+
+def test_no_token_shift_trains_and_exports_an_unshifted_model(tiny_model_dir, tmp_path):
+    """The A/B arm: without the shift no anchor token is read before slot 0, and the export says so."""
+    from dgls.engine import Engine, InfillRequest
+    from dgls.engine.adapters import build_adapted
+    from dgls.engine.train.adapt import AdaptTrainer, export_delta
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "convert.json").write_text(json.dumps({"v_scales": [1e-3] * 3, "mlp_scales": [1.0] * 3}))
+    args = _args(tmp_path / "run", base, 1)
+    args.no_token_shift = True
+    trainer = AdaptTrainer(args, corpus=_corpus(), log=lambda m: None)
+    assert trainer.next_batch().anchors is None
+    assert torch.isfinite(torch.tensor(trainer.step()["loss"]))
+    trainer.save()
+    shipped = export_delta(tmp_path / "run", tmp_path / "shipped")
+    meta = json.loads((shipped / "adapter.json").read_text())
+    assert meta["config"]["token_shift"] is False
+    merged = build_adapted(base, shipped / "delta.safetensors", meta, log=lambda m: None)
+    engine = Engine(str(merged), device="cpu")
+    assert engine.info()["token_shift"] is False
+    assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", single_line=True)).status == "ok"

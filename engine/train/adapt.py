@@ -4,7 +4,8 @@ The pretrained model already writes code left to right; what it must learn is to
 canvas of noise with the code after the span pinned in it. Choices, each to protect the prior
 and to fit two CPU cores:
 
-- token shift (canvas.py): output i predicts slot i from the token before it, as Gemma did;
+- token shift (canvas.py): output i predicts slot i from the token before it, as Gemma did
+  (`--no-token-shift` trains the other way, for the A/B);
 - rank-r adapters on every projection plus the new self-conditioning block trained in full; the
   embedding, norms and the folded constants stay frozen, so what ships is a few MB (adapters.py);
 - no gradient through the encoder's prompt (its cache is read, as at serving time), several
@@ -61,8 +62,8 @@ class AdaptTrainer(Trainer):
         # the same command on a GPU: weights in float32 there too, the forward under bf16 autocast
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
-        self.model.config.token_shift = True
-        self.shift = True
+        self.shift = not getattr(args, "no_token_shift", False)
+        self.model.config.token_shift = self.shift
         layers = len(info["v_scales"])
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -170,7 +171,8 @@ def export_delta(run_dir: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     save_file(adapters.delta_state(model), str(dest / DELTA_FILE))
     meta = {"rank": rank, "alpha": 2.0 * rank, "step": state["step"], "tokens": state["tokens"],
-            "elapsed_s": round(state["elapsed_s"], 1), "config": {"token_shift": True, "left_to_right": True},
+            "elapsed_s": round(state["elapsed_s"], 1),
+            "config": {"token_shift": not state["args"].get("no_token_shift", False), "left_to_right": True},
             "generation": GENERATION, "args": state["args"]}
     (dest / META_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return dest

@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (--base gemma3)")
     parser.add_argument("--ordered-noise-prob", type=float, default=0.0,
                         help="share of canvases noised left to right (clean head, noised tail; --base gemma3)")
+    parser.add_argument("--no-token-shift", action="store_true",
+                        help="--base gemma3: output i predicts slot i itself (the A/B against the token shift)")
     parser.add_argument("--init-from-delta", default=DEFAULT_DELTA,
                         help="--base gemma3 without a checkpoint: continue from this shipped delta directory")
     parser.add_argument("--base-dir", default=None, help=argparse.SUPPRESS)  # tests: a converted checkpoint
