@@ -100,3 +100,18 @@ def test_no_token_shift_trains_and_exports_an_unshifted_model(tiny_model_dir, tm
     engine = Engine(str(merged), device="cpu")
     assert engine.info()["token_shift"] is False
     assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", single_line=True)).status == "ok"
+
+
+def test_adapt_steps_under_bf16_autocast(tiny_model_dir, tmp_path):
+    """What a CUDA machine runs (bf16 autocast), on the CPU: finite losses, adapters still float32."""
+    from dgls.engine.train.adapt import AdaptTrainer
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "convert.json").write_text(json.dumps({"v_scales": [1e-3] * 3, "mlp_scales": [1.0] * 3}))
+    trainer = AdaptTrainer(_args(tmp_path / "run", base, 2), corpus=_corpus(), log=lambda m: None)
+    trainer.bf16 = True
+    losses = [trainer.step()["loss"] for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in trainer.adapters.parameters())
+    assert any(float(b.abs().sum()) > 0 for b in trainer.adapters.b.values())

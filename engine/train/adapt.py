@@ -62,6 +62,7 @@ class AdaptTrainer(Trainer):
         # the same command on a GPU: weights in float32 there too, the forward under bf16 autocast
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
+        self.bf16 = self.device == "cuda"  # bf16 autocast (tests switch it on for the CPU)
         self.shift = not getattr(args, "no_token_shift", False)
         self.model.config.token_shift = self.shift
         layers = len(info["v_scales"])
@@ -127,7 +128,7 @@ class AdaptTrainer(Trainer):
         for group in self.opt.param_groups:
             group["lr"] = lr
         views = self.args.views
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
             loss, info = span_loss(self.model, batch, self.gen, self_cond, self.vocab_size,
                                    self.args.full_noise_prob, views, encoder_grad=False,
                                    ordered_prob=getattr(self.args, "ordered_noise_prob", 0.0))
