@@ -41,20 +41,58 @@ def _cat_rows(*linears) -> torch.Tensor:
     return torch.cat([lin.weight for lin in linears if lin is not None], dim=0).contiguous()
 
 
+def rotary_kept_dims(q_weight: torch.Tensor, k_weight: torch.Tensor, head_dim: int) -> torch.Tensor | None:
+    """The head dims queries and keys use, as whole rotary pairs (i, i + head_dim/2); None: all.
+
+    A converted model hosts a narrower head in a wider one (dgls's Gemma 3 conversion: 256 of 768
+    dims, so that both rotary frequency sets fit); the other rows of q/k are zero in every head.
+    """
+    rows = torch.cat([q_weight.reshape(-1, head_dim, q_weight.shape[-1]),
+                      k_weight.reshape(-1, head_dim, k_weight.shape[-1])])
+    used = rows.ne(0).any(dim=2).any(dim=0)
+    half = head_dim // 2
+    pairs = (used[:half] | used[half:]).nonzero().flatten()
+    if len(pairs) == half:
+        return None
+    return torch.cat([pairs, pairs + half])
+
+
+def is_identity(layer) -> bool:
+    """A layer whose attention and feed-forward outputs are both scaled to zero (e.g. the forced
+    last full-attention layer of the Gemma 3 conversion): its output is its input."""
+    zero = [getattr(layer, name).weight for name in ("post_attention_layernorm", "post_feedforward_layernorm")]
+    return all(not bool(w.any()) for w in zero) and bool((layer.layer_scalar == 1).all())
+
+
 class _Layer:
-    """One decoder layer's weights, repacked for few large ops."""
+    """One decoder layer's weights, repacked for few large ops.
+
+    Queries and keys keep only the head dims they use (`rotary_kept_dims`); the RMSNorm over the
+    full head is the norm over the kept dims with its mean rescaled: weight * sqrt(r), eps * r for
+    r = head_dim / kept. Values keep every dim (trained adapters may use them all).
+    """
 
     def __init__(self, layer, eps: float) -> None:
         attn = layer.self_attn
         self.eps = eps
+        self.identity = is_identity(layer)
         self.head_dim = attn.head_dim
         self.q_heads = attn.q_proj.weight.shape[0] // self.head_dim
         self.kv_heads = attn.k_proj.weight.shape[0] // self.head_dim
         self.has_v = attn.v_proj is not None
         self.scaling = float(attn.scaling)
-        self.qkv = _cat_rows(attn.q_proj, attn.k_proj, attn.v_proj)
-        self.o = attn.o_proj.weight
+        self.keep = rotary_kept_dims(attn.q_proj.weight, attn.k_proj.weight, self.head_dim) if self.has_v else None
+        q, k = attn.q_proj.weight, attn.k_proj.weight
         self.q_norm, self.k_norm = attn.q_norm.weight, attn.k_norm.weight
+        self.qk_dim, self.qk_eps = self.head_dim, eps
+        if self.keep is not None:
+            ratio = self.head_dim / len(self.keep)
+            q, k = (w.view(-1, self.head_dim, w.shape[-1])[:, self.keep].reshape(-1, w.shape[-1]) for w in (q, k))
+            self.q_norm, self.k_norm = (w[self.keep] * ratio**0.5 for w in (self.q_norm, self.k_norm))
+            self.qk_dim, self.qk_eps = len(self.keep), eps * ratio
+        v = [attn.v_proj.weight] if self.has_v else []
+        self.qkv = torch.cat([q, k, *v], dim=0).contiguous()
+        self.o = attn.o_proj.weight
         self.norms = {name: getattr(layer, name).weight for name in (
             "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
             "post_feedforward_layernorm", "post_feedforward_layernorm_1", "post_feedforward_layernorm_2",
@@ -75,16 +113,16 @@ class _Layer:
 
     def attention(self, x: torch.Tensor, rope, kv: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         batch, length, _ = x.shape
-        hd = self.head_dim
+        hd, qd = self.head_dim, self.qk_dim
         qkv = F.linear(x, self.qkv)
-        q = qkv[..., : self.q_heads * hd].view(batch, length, self.q_heads, hd)
-        k_end = (self.q_heads + self.kv_heads) * hd
-        k = qkv[..., self.q_heads * hd: k_end].view(batch, length, self.kv_heads, hd)
+        q = qkv[..., : self.q_heads * qd].view(batch, length, self.q_heads, qd)
+        k_end = (self.q_heads + self.kv_heads) * qd
+        k = qkv[..., self.q_heads * qd: k_end].view(batch, length, self.kv_heads, qd)
         v = qkv[..., k_end:].view(batch, length, self.kv_heads, hd) if self.has_v else k
-        cos, sin = rope
-        q = apply_rotary_pos_emb(F.rms_norm(q, (hd,), self.q_norm, self.eps), cos, sin, unsqueeze_dim=2)
+        cos, sin = rope if self.keep is None else (t[..., self.keep] for t in rope)
+        q = apply_rotary_pos_emb(F.rms_norm(q, (qd,), self.q_norm, self.qk_eps), cos, sin, unsqueeze_dim=2)
         v = F.rms_norm(v, (hd,), None, self.eps)
-        k = apply_rotary_pos_emb(F.rms_norm(k, (hd,), self.k_norm, self.eps), cos, sin, unsqueeze_dim=2)
+        k = apply_rotary_pos_emb(F.rms_norm(k, (qd,), self.k_norm, self.qk_eps), cos, sin, unsqueeze_dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if kv is not None:  # the cached prefix, then this step's canvas in the buffer's tail
             keys, values = kv
@@ -116,6 +154,8 @@ class _Layer:
         return torch.zeros_like(x).index_add_(0, token, out)
 
     def __call__(self, x: torch.Tensor, rope, kv) -> torch.Tensor:
+        if self.identity:  # its keys/values feed only its own attention, whose output is scaled to zero
+            return x * self.layer_scalar
         h = self.attention(self.norm(x, "input_layernorm"), rope, kv)
         x = x + self.norm(h, "post_attention_layernorm")
         residual = x
@@ -159,14 +199,14 @@ class FastDecoder:
         A denoising step then writes only its canvas keys/values: concatenating the prefix anew
         every step copied (and, for long files, page-faulted in) the whole prefix per step.
         """
-        b, h, n, d = cache.layers[0].keys.shape
-        if self._kv_cache is not cache or self._kv[0][0].shape != (b, h, n + canvas_length, d):
+        b, h, n, _ = cache.layers[0].keys.shape
+        if self._kv_cache is not cache or self._kv[0][0].shape != (b, h, n + canvas_length, self.layers[0].qk_dim):
             self._kv = []
-            for layer in cache.layers:
+            for layer, lean in zip(cache.layers, self.layers, strict=True):
                 b, h, n, d = layer.keys.shape
-                keys = layer.keys.new_empty(b, h, n + canvas_length, d)
+                keys = layer.keys.new_empty(b, h, n + canvas_length, lean.qk_dim)
                 values = layer.values.new_empty(b, h, n + canvas_length, layer.values.shape[-1])
-                keys[:, :, :n] = layer.keys
+                keys[:, :, :n] = layer.keys if lean.keep is None else layer.keys[..., lean.keep]
                 values[:, :, :n] = layer.values
                 self._kv.append((keys, values))
             self._kv_cache = cache

@@ -112,3 +112,35 @@ def test_engine_answers_the_same_with_either_decoder(tiny_model_dir, seed):
     lean = Engine(str(tiny_model_dir)).infill(req)
     stock = Engine(str(tiny_model_dir), fast_decoder=False).infill(req)
     assert lean.text == stock.text and lean.stats.steps == stock.stats.steps
+
+
+def test_lean_decoder_packs_unused_head_dims_and_skips_identity_layers(tiny_model_dir):
+    """A model hosting a narrower q/k head in a wider one (every other rotary pair zero, as the
+    Gemma 3 conversion hosts 256 dims in 768) and an identity last layer: the lean forward drops
+    the unused dims and the layer, and still gives the module path's hidden states."""
+    engine = Engine(str(tiny_model_dir))
+    model = engine.model
+    with torch.no_grad():
+        for layer in model.model.decoder.layers:  # the encoder shares these weights
+            attn = layer.self_attn
+            hd = attn.head_dim
+            unused = (torch.arange(hd // 2) % 2 == 1).repeat(2)
+            for lin in (attn.q_proj, attn.k_proj):
+                lin.weight.view(-1, hd, lin.weight.shape[-1])[:, unused] = 0
+        last = model.model.decoder.layers[-1]
+        last.post_attention_layernorm.weight.zero_()
+        last.post_feedforward_layernorm.weight.zero_()
+    fast = FastDecoder(model)
+    sliding = [layer for layer in fast.layers if layer.has_v]
+    assert sliding and all(layer.keep is not None and layer.qk_dim == layer.head_dim // 2 for layer in sliding)
+    assert fast.layers[-1].identity and not any(layer.identity for layer in fast.layers[:-1])
+    gen = torch.Generator().manual_seed(3)
+    for batch, length, prompt_len in [(1, 24, 60), (2, 9, 300)]:
+        canvas = torch.randint(4, engine.vocab_size, (batch, length), generator=gen)
+        positions = torch.arange(prompt_len, prompt_len + length)[None]
+        soft = torch.randn(batch, length, model.config.get_text_config().hidden_size, generator=gen)
+        cache = _cache(engine, prompt_len, batch)
+        with torch.inference_mode():
+            expected = decoder_hidden(model, canvas, cache, positions, soft)
+            for _ in range(2):  # the second step reuses the packed prefix buffers
+                torch.testing.assert_close(fast(canvas, cache, positions, soft), expected, atol=2e-5, rtol=1e-4)
