@@ -56,6 +56,7 @@ def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
     shipped = export_delta(out, tmp_path / "shipped")
     meta = json.loads((shipped / "adapter.json").read_text())
     assert meta["config"]["token_shift"] is True and meta["step"] == 2
+    assert "base_dir" not in meta["args"] and "init_from_delta" not in meta["args"]  # no local paths shipped
     assert (shipped / "delta.safetensors").stat().st_size < 1_000_000
     # a new session without the checkpoint continues from the shipped delta, with the run's options
     from dgls.engine.train.command import _inherit_args

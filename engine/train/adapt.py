@@ -31,6 +31,7 @@ from .train import CHECKPOINT, Trainer, _atomic_save
 
 SHORT_CANVAS, LONG_CANVAS, LONG_SHARE = 32, 64, 0.25
 DELTA_FILE, META_FILE = "delta.safetensors", "adapter.json"
+LOCAL_ARGS = ("init_from_delta", "base_dir", "init_from")  # paths on the training machine: not shipped
 # Sampling for the adapted model, chosen on five hand-written single-line infills (not an eval
 # set): left to right at temperature 0.8 -> 0.4 with entropy bound 0.1 wrote `out.append(name)`
 # and `self.items = item`; at 0.3 -> 0.1 (the embedded model's) every setting repeated tokens
@@ -174,6 +175,6 @@ def export_delta(run_dir: str | Path, dest: str | Path) -> Path:
     meta = {"rank": rank, "alpha": 2.0 * rank, "step": state["step"], "tokens": state["tokens"],
             "elapsed_s": round(state["elapsed_s"], 1),
             "config": {"token_shift": not state["args"].get("no_token_shift", False), "left_to_right": True},
-            "generation": GENERATION, "args": state["args"]}
+            "generation": GENERATION, "args": {k: v for k, v in state["args"].items() if k not in LOCAL_ARGS}}
     (dest / META_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return dest
