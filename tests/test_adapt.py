@@ -29,14 +29,29 @@ def _args(out, base, steps, init_from_delta=""):
                               "--lr", "1e-3", "--warmup", "1", "--init-from-delta", str(init_from_delta)])
 
 
-def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
-    from dgls.engine import Engine, InfillRequest
-    from dgls.engine.adapters import build_adapted
-    from dgls.engine.train.adapt import AdaptTrainer, export_delta
-
+def _tiny_base(tiny_model_dir, tmp_path):
+    """A tiny stand-in for the converted Gemma (a checkpoint and its convert.json)."""
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
     (base / "convert.json").write_text(json.dumps({"v_scales": [1e-3] * 3, "mlp_scales": [1.0] * 3}))
+    return base
+
+
+def _served_shift(base, shipped, meta) -> bool:
+    """Merge the exported delta, serve one infill from it; the engine's token_shift."""
+    from dgls.engine import Engine, InfillRequest
+    from dgls.engine.adapters import build_adapted
+
+    merged = build_adapted(base, shipped / "delta.safetensors", meta, log=lambda m: None)
+    engine = Engine(str(merged), device="cpu")
+    assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", single_line=True)).status == "ok"
+    return engine.info()["token_shift"]
+
+
+def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
+    from dgls.engine.train.adapt import AdaptTrainer, export_delta
+
+    base = _tiny_base(tiny_model_dir, tmp_path)
     out = tmp_path / "run"
     trainer = AdaptTrainer(_args(out, base, 2), corpus=_corpus(), log=lambda m: None)
     frozen = trainer.model.model.decoder.embed_tokens.weight.clone()
@@ -73,21 +88,14 @@ def test_adapt_trains_resumes_exports_and_serves(tiny_model_dir, tmp_path):
     for k, v in trainer.adapters.b.items():
         assert torch.allclose(again.adapters.b[k], v, atol=1e-2, rtol=1e-2)  # stored as bfloat16
 
-    merged = build_adapted(base, shipped / "delta.safetensors", meta, log=lambda m: None)
-    engine = Engine(str(merged), device="cpu")
-    assert engine.info()["token_shift"] is True
-    assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", single_line=True)).status == "ok"
+    assert _served_shift(base, shipped, meta) is True
 
 
 def test_no_token_shift_trains_and_exports_an_unshifted_model(tiny_model_dir, tmp_path):
     """The A/B arm: without the shift no anchor token is read before slot 0, and the export says so."""
-    from dgls.engine import Engine, InfillRequest
-    from dgls.engine.adapters import build_adapted
     from dgls.engine.train.adapt import AdaptTrainer, export_delta
 
-    base = tmp_path / "base"
-    shutil.copytree(tiny_model_dir, base)
-    (base / "convert.json").write_text(json.dumps({"v_scales": [1e-3] * 3, "mlp_scales": [1.0] * 3}))
+    base = _tiny_base(tiny_model_dir, tmp_path)
     args = _args(tmp_path / "run", base, 1)
     args.no_token_shift = True
     trainer = AdaptTrainer(args, corpus=_corpus(), log=lambda m: None)
@@ -97,19 +105,14 @@ def test_no_token_shift_trains_and_exports_an_unshifted_model(tiny_model_dir, tm
     shipped = export_delta(tmp_path / "run", tmp_path / "shipped")
     meta = json.loads((shipped / "adapter.json").read_text())
     assert meta["config"]["token_shift"] is False
-    merged = build_adapted(base, shipped / "delta.safetensors", meta, log=lambda m: None)
-    engine = Engine(str(merged), device="cpu")
-    assert engine.info()["token_shift"] is False
-    assert engine.infill(InfillRequest(prefix="def f(x):\n    return ", suffix="\n", single_line=True)).status == "ok"
+    assert _served_shift(base, shipped, meta) is False
 
 
 def test_adapt_steps_under_bf16_autocast(tiny_model_dir, tmp_path):
     """What a CUDA machine runs (bf16 autocast), on the CPU: finite losses, adapters still float32."""
     from dgls.engine.train.adapt import AdaptTrainer
 
-    base = tmp_path / "base"
-    shutil.copytree(tiny_model_dir, base)
-    (base / "convert.json").write_text(json.dumps({"v_scales": [1e-3] * 3, "mlp_scales": [1.0] * 3}))
+    base = _tiny_base(tiny_model_dir, tmp_path)
     trainer = AdaptTrainer(_args(tmp_path / "run", base, 2), corpus=_corpus(), log=lambda m: None)
     trainer.bf16 = True
     losses = [trainer.step()["loss"] for _ in range(2)]
