@@ -113,6 +113,7 @@ class Engine:
 
     def close(self) -> None:
         self.cache.clear()
+        self._prefill.close()
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))

@@ -14,6 +14,7 @@ with the full encoder's, tensor for tensor.
 from __future__ import annotations
 
 import threading
+import weakref
 
 import torch
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import apply_rotary_pos_emb
@@ -40,8 +41,10 @@ class KeysOnlyPrefill:
     """Runs a model's encoder for its cache only, skipping everything after the last K/V."""
 
     def __init__(self, model) -> None:
-        self.encoder = model.model.encoder
-        layers = self.encoder.language_model.layers
+        # weakly: the hook below lives on the encoder, so a strong reference back would make a
+        # cycle, and a dropped model would wait for the garbage collector to free its weights
+        self._encoder = weakref.ref(model.model.encoder)
+        layers = model.model.encoder.language_model.layers
         self._active = threading.local()
         self._handle = layers[len(layers) - 1].register_forward_pre_hook(self._hook, with_kwargs=True)
 
@@ -55,13 +58,17 @@ class KeysOnlyPrefill:
 
     def encode(self, ids: torch.Tensor, positions: torch.Tensor, cache) -> None:
         """Append the keys/values of `ids` (at `positions`) to every layer of `cache`."""
+        encoder = self._encoder()
+        if encoder is None:
+            raise RuntimeError("the model of this prefill is gone")
         self._active.on = True
         try:
-            self.encoder(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True)
+            encoder(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True)
         except _KeysStored:
             pass
         finally:
             self._active.on = False
 
     def close(self) -> None:
+        """Remove the hook (idempotent); `encode` then runs the full encoder."""
         self._handle.remove()

@@ -68,5 +68,27 @@ def test_the_last_layer_skips_its_mlp_and_other_callers_run_the_full_stack():
     assert len(calls) == 1 and out.last_hidden_state.shape == (1, 12, 64)
     prefill.close()
     with torch.no_grad():
-        prefill.encoder(input_ids=ids, past_key_values=_cache(model), use_cache=True)
+        model.model.encoder(input_ids=ids, past_key_values=_cache(model), use_cache=True)
     assert len(calls) == 2
+
+
+def test_a_dropped_engine_frees_its_model_without_the_garbage_collector(tiny_model_dir):
+    """The prefill hook lives on the encoder and must not point back to it strongly: a replaced
+    model (a reload, a settings change) is freed as soon as its engine is dropped, closed or not."""
+    import gc
+    import weakref
+
+    from dgls.engine import Engine
+
+    gc.collect()
+    for close in (False, True):
+        engine = Engine(str(tiny_model_dir))
+        encoder = weakref.ref(engine.model.model.encoder)
+        if close:
+            engine.close()
+        gc.disable()
+        try:
+            del engine
+            assert encoder() is None
+        finally:
+            gc.enable()
