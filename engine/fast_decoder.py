@@ -52,7 +52,7 @@ def rotary_kept_dims(q_weight: torch.Tensor, k_weight: torch.Tensor, head_dim: i
     used = rows.ne(0).any(dim=2).any(dim=0)
     half = head_dim // 2
     pairs = (used[:half] | used[half:]).nonzero().flatten()
-    if len(pairs) == half:
+    if len(pairs) in (0, half):  # all used, or none (an all-zero layer: nothing worth packing)
         return None
     return torch.cat([pairs, pairs + half])
 

@@ -144,3 +144,15 @@ def test_lean_decoder_packs_unused_head_dims_and_skips_identity_layers(tiny_mode
             expected = decoder_hidden(model, canvas, cache, positions, soft)
             for _ in range(2):  # the second step reuses the packed prefix buffers
                 torch.testing.assert_close(fast(canvas, cache, positions, soft), expected, atol=2e-5, rtol=1e-4)
+
+
+def test_rotary_kept_dims_are_whole_pairs():
+    from dgls.engine.fast_decoder import rotary_kept_dims
+
+    q, k = torch.zeros(2 * 8, 4), torch.zeros(8, 4)
+    assert rotary_kept_dims(q, k, 8) is None  # all zero: nothing to pack
+    q.view(2, 8, 4)[1, 1] = 1.0  # one head uses dim 1; its rotary partner is dim 5
+    assert rotary_kept_dims(q, k, 8).tolist() == [1, 5]
+    k.view(1, 8, 4)[0, 6] = 1.0  # a key uses dim 6 (pair 2)
+    assert rotary_kept_dims(q, k, 8).tolist() == [1, 2, 5, 6]
+    assert rotary_kept_dims(torch.ones(16, 4), k, 8) is None
