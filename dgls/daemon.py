@@ -38,8 +38,17 @@ async def admitted(reader: asyncio.StreamReader, token: str) -> str | None:
 
 
 async def handle_connection(shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            token: str) -> None:
+                            token: str, open_writers: set[asyncio.StreamWriter]) -> None:
     """Serve one editor until it disconnects or sends `exit`; refuse it without the token."""
+    open_writers.add(writer)  # the daemon closes these when it stops
+    try:
+        await _serve_connection(shared, reader, writer, token)
+    finally:
+        open_writers.discard(writer)
+
+
+async def _serve_connection(shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            token: str) -> None:
     peer = writer.get_extra_info("peername")
     refused = await admitted(reader, token)
     if refused is not None:
@@ -72,41 +81,56 @@ async def handle_connection(shared: Shared, reader: asyncio.StreamReader, writer
 
 async def serve(shared: Shared, host: str, port: int, started: asyncio.Future | None = None,
                 allow_remote: bool = False, token_file: str | None = None) -> None:
-    """Accept editors forever; `started` receives the bound port (useful with port 0).
+    """Accept editors until SIGTERM or SIGINT; `started` receives the bound port (useful with port 0).
 
-    The token file is written once the port is known and removed when the daemon stops.
+    The token file is written once the port is known and removed when the daemon stops. The signals
+    only set an event the loop waits on: raising out of a signal handler would unwind whichever task
+    happened to run (a progress request, a connection's write), which sometimes skipped this cleanup
+    or hung the exit.
     """
     if not auth.is_loopback(host) and not allow_remote:
         raise auth.AuthError(f"{host} is not a loopback address: add --allow-remote to serve other machines "
                              "(they still need the token)")
     token = auth.new_token()
     path = auth.runtime_dir() if token_file is None else None  # fail before binding if unusable
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
     shared.host.configure(shared.defaults.engine_key)  # load while the first editor starts up
-    server = await asyncio.start_server(lambda r, w: handle_connection(shared, r, w, token), host, port,
-                                        limit=2**20)
+    open_writers: set[asyncio.StreamWriter] = set()
+    server = await asyncio.start_server(lambda r, w: handle_connection(shared, r, w, token, open_writers),
+                                        host, port, limit=2**20)
     bound = server.sockets[0].getsockname()[1]
     target = auth.token_path(bound, path) if token_file is None else Path(token_file)
-    auth.write_token(target, token)
-    if not auth.is_loopback(host):
-        log.warning("listening on %s: other machines can connect with the token in %s", host, target)
-    print(f"dgls: listening on {host}:{bound} (token in {target})", file=sys.stderr, flush=True)
-    if started is not None:
-        started.set_result(bound)
     try:
-        async with server:
-            await server.serve_forever()
+        auth.write_token(target, token)
+        if not auth.is_loopback(host):
+            log.warning("listening on %s: other machines can connect with the token in %s", host, target)
+        print(f"dgls: listening on {host}:{bound} (token in {target})", file=sys.stderr, flush=True)
+        if started is not None:
+            started.set_result(bound)
+        await stopping.wait()
+        log.info("stopping: closing %d connection(s)", len(open_writers))
     finally:
         target.unlink(missing_ok=True)
+        server.close()
+        for writer in list(open_writers):
+            writer.close()  # their readers see EOF and their handlers finish
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve_forever(shared: Shared, host: str, port: int, allow_remote: bool = False,
                   token_file: str | None = None) -> int:
-    """Run the daemon until interrupted or terminated; the exit status for the CLI."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind, so the token file is removed
+    """Run the daemon until SIGTERM or SIGINT; the exit status for the CLI."""
     try:
         asyncio.run(serve(shared, host, port, allow_remote=allow_remote, token_file=token_file))
-    except (KeyboardInterrupt, SystemExit):
-        pass
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C while stopping
     except auth.AuthError as exc:
         print(f"dgls: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -182,6 +183,32 @@ def test_non_loopback_needs_allow_remote_and_still_the_token(runtime, tiny_model
     finally:
         stop(proc)
     assert not auth.token_path(port).exists()  # removed when the daemon stops
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_with_an_editor_mid_request_exits_cleanly(runtime, tiny_model_dir, signum):
+    """The signal lands while a connection is busy (progress, a completion in flight): the daemon
+    still exits 0, removes its token file and closes the editor's connection. Raising out of the
+    signal handler instead sometimes skipped the token's removal or hung the exit."""
+    proc, port, lines = start_daemon(runtime, "--model", str(tiny_model_dir))
+    client = LspClient.connect(port)
+    try:
+        client.initialize(options={"dgls": FAST})
+        uri = client.open("def f(x):\n    y = \n    return y\n")
+        pending = client.request("textDocument/inlineCompletion", {
+            "textDocument": {"uri": uri}, "position": pos(1, 8), "context": {"triggerKind": 1}})
+        proc.send_signal(signum)
+        assert proc.wait(60) == 0, "".join(lines)
+        assert not auth.token_path(port).exists()
+        end = time.monotonic() + 10
+        while not client.closed and time.monotonic() < end:
+            time.sleep(0.05)
+        assert client.closed  # the editor sees the connection end, it is not left hanging
+        assert pending.done()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()
 
 
 def test_handshake_and_loopback_rules():
