@@ -18,7 +18,9 @@ breaks the parse when one that does not was available.  Rule (for the server's d
 - Partial parses: a single-line span in the middle of code may be unable to parse on its own
   (the user is half-way through an expression).  If nothing is valid, the best-ranked candidate
   that adds at most one error, and only on the span's own line (the rest of the document parses
-  exactly as well as before), is accepted with ``partial=True``.  Anything else -> ``dropped`` (text "").
+  exactly as well as before), is accepted with ``partial=True``.  Not on a blank line (a
+  ``statement``): nobody is half-way through anything there, and a line that cannot parse is
+  noise.  Anything else -> ``dropped`` (text "").
 """
 
 from __future__ import annotations
@@ -253,7 +255,7 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
         if errors <= allowed:
             return Choice(candidate, path, errors), checked
         end_shift = len(candidate) - (plan.end - plan.start)
-        if (partial is None and plan.single_line and errors <= allowed + 1
+        if (partial is None and plan.single_line and plan.kind != "statement" and errors <= allowed + 1
                 and _outside_line(checked, line_lo, line_hi + end_shift) <= outside_before):
             partial = Choice(candidate, path, errors, partial=True)
         return None, checked

@@ -9,8 +9,9 @@ its lines should have.  Rules, in order, for a cursor:
    in shell, Ruby/Julia/Elixir/fish ``end`` blocks) -> ``block``, budget = ``max_budget``;
 2. code before or after the cursor on its line -> ``line``: fill the rest of the line, one line,
    16-24 tokens depending on how much of a ~100-column line is left;
-3. a blank line -> ``statement``: a statement or a few lines, 24 tokens between statements and
-   32 at the end of a block.
+3. a blank line -> ``statement``: between two lines of the same block one line (16-24 tokens, as
+   for rule 2: drafts of several lines there ran on into the code below, and editors' assistants
+   suggest one line mid-block too); at the end of a block a statement or a few lines, 32 tokens.
 
 The tree (when the language has a grammar) tells a code block ``{}`` from an object, dict,
 table or initializer literal, finds whole nodes for ``expand_to_node`` and tells placeholder
@@ -245,8 +246,9 @@ def _plan_cursor(text: str, start: int, end: int, name: str | None, syntax: Synt
     )
     if at_block_end and name in _COLON_BLOCKS and _docstring_only_body(text, line_start, indent_width(indent, unit), unit):
         return SpanPlan(start, start, max(1, max_budget), False, "block", indent)  # the whole body is asked for
-    return SpanPlan(start, start, _clamp_budget(32 if at_block_end else 24, max_budget), False,
-                    "statement", indent)
+    if not at_block_end:  # between two lines of one block: one line (a statement or a header)
+        return SpanPlan(start, start, _line_budget(indent, max_budget), True, "statement", indent)
+    return SpanPlan(start, start, _clamp_budget(32, max_budget), False, "statement", indent)
 
 
 def _selection_budget(selected: str, max_budget: int) -> int:

@@ -96,7 +96,7 @@ def test_two_space_document_rescales_four_space_infill() -> None:
 
 
 def test_four_space_document_rescales_two_space_infill() -> None:
-    marked = "def f(x):\n    y = 1\n|\n    return y\n"
+    marked = "def f(x):\n    y = 1\n|\n"  # the end of a block: several lines are asked for
     out, _ = fill("python", marked, "for i in x:\n  print(i)\n  if i:\n    break")
     assert out == "    for i in x:\n        print(i)\n        if i:\n            break"
 
@@ -133,7 +133,7 @@ def test_trailing_whitespace_and_single_line() -> None:
 
 
 def test_crlf_documents_keep_crlf() -> None:
-    marked = "def f():\r\n    a = 1\r\n|\r\n    return a\r\n"
+    marked = "def f():\r\n    a = 1\r\n|\r\n\r\nx = 1\r\n"
     out, doc = fill("python", marked, "b = 2\nc = a + b\n")
     assert out == "    b = 2\r\n    c = a + b"
     assert "\n" not in doc.replace("\r\n", "")

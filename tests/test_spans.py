@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dgls.indentation import detect_indent_unit
-from dgls.postprocess import clean_infill
+from dgls.postprocess import choose_infill, clean_infill
 from dgls.spans import SpanPlan, plan_holes, plan_span
 from dgls.syntax import SyntaxTree
 
@@ -104,23 +104,37 @@ def test_line_budget_shrinks_with_the_line() -> None:
     assert short.budget == 24 and long.budget == 16
 
 
-STATEMENTS = [
-    ("python", "def f(x):\n    y = x * 2\n|\n    return y\n", "    ", 24),
-    ("python", "def f(x):\n    y = x * 2\n    |\n", "    ", 32),
-    ("javascript", "function f() {\n  const a = 1;\n  |\n  return a;\n}\n", "  ", 24),
-    ("javascript", "function f() {\n  const a = 1;\n|\n}\n", "  ", 32),
-    ("go", "package m\n\nfunc f() int {\n\ta := 1\n\t|\n\treturn a\n}\n", "\t", 24),
-    ("c", "int f(void) {\n    int a = 1;\n\n|\n    return a;\n}\n", "    ", 24),
-    ("lua", "local function f()\n  local a = 1\n  |\nend\n", "  ", 32),
-    ("shellscript", "set -e\n|\necho done\n", "", 24),
-    ("unknown-lang", "alpha\n  beta\n  |\n  gamma\n", "  ", 24),
+STATEMENTS = [  # (language, snippet, indent, budget, one line)
+    ("python", "def f(x):\n    y = x * 2\n|\n    return y\n", "    ", 24, True),
+    ("python", "def f(x):\n    y = x * 2\n    |\n", "    ", 32, False),
+    ("javascript", "function f() {\n  const a = 1;\n  |\n  return a;\n}\n", "  ", 24, True),
+    ("javascript", "function f() {\n  const a = 1;\n|\n}\n", "  ", 32, False),
+    ("go", "package m\n\nfunc f() int {\n\ta := 1\n\t|\n\treturn a\n}\n", "\t", 24, True),
+    ("c", "int f(void) {\n    int a = 1;\n\n|\n    return a;\n}\n", "    ", 24, True),
+    ("lua", "local function f()\n  local a = 1\n  |\nend\n", "  ", 32, False),
+    ("shellscript", "set -e\n|\necho done\n", "", 24, True),
+    ("unknown-lang", "alpha\n  beta\n  |\n  gamma\n", "  ", 24, True),
+    ("python", "def f(xs):\n    total = 0\n    |\n        total += x\n    return total\n", "    ", 24, True),
 ]
 
 
-@pytest.mark.parametrize(("language_id", "snippet", "indent", "budget"), STATEMENTS)
-def test_blank_lines_are_statements(language_id: str, snippet: str, indent: str, budget: int) -> None:
+@pytest.mark.parametrize(("language_id", "snippet", "indent", "budget", "one_line"), STATEMENTS)
+def test_blank_lines_are_statements(language_id: str, snippet: str, indent: str, budget: int,
+                                    one_line: bool) -> None:
+    """Between two lines of a block: one line (a statement, or the header of the lines below);
+    at the end of a block: a statement or a few lines."""
     _, p = plan(language_id, snippet)
-    assert (p.kind, p.single_line, p.indent, p.budget) == ("statement", False, indent, budget)
+    assert (p.kind, p.single_line, p.indent, p.budget) == ("statement", one_line, indent, budget)
+
+
+def test_a_blank_line_mid_block_gets_one_line_that_parses() -> None:
+    """A draft that runs on into the code below keeps its first line; one that cannot parse is
+    dropped (a blank line is not half-way through an expression, so no partial line)."""
+    text, p = plan("python", "def f(x):\n    y = x * 2\n    |\n    return y\n")
+    assert choose_infill(["y += 1\n    return y\nreturn"], p, text, "python").text == "y += 1"
+    assert choose_infill(["if y > (\n"], p, text, "python").path == "dropped"
+    text, mid_line = plan("python", "def f(x):\n    y = g(|)\n    return y\n")
+    assert choose_infill(["x +"], mid_line, text, "python").partial  # mid-line: the user may go on
 
 
 def test_non_empty_body_start_is_a_statement() -> None:
