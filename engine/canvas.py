@@ -172,3 +172,15 @@ def clamp_logits(logits: torch.Tensor, canvas_ids: torch.LongTensor, clamped: to
     onehot.scatter_(-1, canvas_ids.unsqueeze(-1), 0.0)
     mask = clamped.expand(canvas_ids.shape).unsqueeze(-1)
     return torch.where(mask, onehot, logits)
+
+
+def line_end_ids(tokenizer, vocab_size: int, fill: int | None = None) -> torch.BoolTensor:  # noqa: ANN001
+    """[vocab_size] True for the ids where a one-line span is over: text holding a line break,
+    and the filler (the span ends there). Decoded once per engine (0.2-0.3 s for 8k-22k ids)."""
+    known = min(len(tokenizer), vocab_size)
+    texts = tokenizer.batch_decode([[i] for i in range(known)])
+    ends = torch.zeros(vocab_size, dtype=torch.bool)
+    ends[[i for i, text in enumerate(texts) if "\n" in text or "\r" in text]] = True
+    if fill is not None and 0 <= fill < vocab_size:
+        ends[fill] = True
+    return ends

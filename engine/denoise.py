@@ -41,6 +41,7 @@ import torch
 from ..kernels.head_types import FillRule
 from .canvas import CLAMP_LOGIT_FLOOR, clamp_logits, shift_in
 from .stop import StopCheck
+from .stop_rules import StableAndConfident, first_line_settled
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,16 @@ class SamplerRules:
     vocab_size: int
     banned: torch.Tensor | None = None  # [K] ids never sampled in the span
     fill: FillRule | None = None  # the end-of-span rule (None: no filler, rule off, or a repair)
+    line_end: torch.BoolTensor | None = None  # [V] ids ending a line: set, a one-line span stops once its line is
 
     @classmethod
     def build(cls, settings: DenoiseSettings, vocab_size: int, *, banned: list[int] | None = None,
-              fill: int | None = None, device: torch.device | str = "cpu") -> SamplerRules:
+              fill: int | None = None, device: torch.device | str = "cpu",
+              line_end: torch.BoolTensor | None = None) -> SamplerRules:
         """Rules for a model with filler id `fill` (None: none); the rule is off at threshold 0."""
         rule = FillRule(fill, settings.fill_threshold) if fill is not None and settings.fill_threshold > 0 else None
         ids = torch.tensor(banned, device=device) if banned else None
-        return cls(settings, vocab_size, ids, rule)
+        return cls(settings, vocab_size, ids, rule, line_end)
 
 
 @dataclass(frozen=True)
@@ -187,26 +190,6 @@ def accept_in_order(entropy: torch.Tensor, bound: float) -> torch.BoolTensor:
 def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits), computed as torch.distributions.Categorical does."""
     return torch.distributions.Categorical(logits=logits).entropy()
-
-
-class StableAndConfident:
-    """Stop when the argmax canvas repeated `stability` times and mean span entropy < threshold."""
-
-    def __init__(self, stability: int, confidence: float):
-        self.stability = stability
-        self.confidence = confidence
-        self.history: torch.Tensor | None = None
-
-    def __call__(self, argmax: torch.LongTensor, span_entropy: torch.Tensor) -> torch.BoolTensor:
-        if self.stability == 0:
-            stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
-        else:
-            if self.history is None:
-                self.history = torch.full((self.stability, *argmax.shape), -1, dtype=argmax.dtype, device=argmax.device)
-            stable = (self.history == argmax[None]).all(dim=-1).all(dim=0)
-            self.history = torch.roll(self.history, shifts=-1, dims=0)
-            self.history[-1] = argmax
-        return stable & (span_entropy < self.confidence)
 
 
 def reference_step(model, cache, spec: CanvasSpec, rules: SamplerRules, inp: StepInput) -> StepOutput:
@@ -351,6 +334,8 @@ def denoise(model, cache, spec: CanvasSpec, rules: SamplerRules, step_fn: StepFn
         if finished.any():
             new = new.keep_rows(finished, _LoopState(canvas, argmax, self_cond, noisy, confidence, span_entropy))
         finished |= stop(new.argmax, new.span_entropy)
+        if rules.line_end is not None:
+            finished |= first_line_settled(new.argmax, argmax, accepted, ~clamped, rules.line_end)
         canvas, argmax, self_cond, noisy = new.canvas, new.argmax, new.self_cond, new.noisy
         confidence, span_entropy = new.confidence, new.span_entropy
         if on_step is not None:

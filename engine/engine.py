@@ -15,6 +15,7 @@ from .canvas import (
     SpecialTokens,
     build_canvas,
     encoder_ids,
+    line_end_ids,
     span_tokens,
     split_anchor,
     token_shift,
@@ -96,6 +97,7 @@ class Engine:
         lean = fast_decoder and self.quantize is None and unsupported_reason(self.model) is None
         self._fast_decoder = FastDecoder(self.model) if lean else None
         self._prefill = KeysOnlyPrefill(self.model)  # the encoder for its keys/values only
+        self._line_end_ids: torch.BoolTensor | None = None
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -209,6 +211,12 @@ class Engine:
             self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
         return keys, values
 
+    def _line_ends(self) -> torch.BoolTensor:
+        """Which ids end a line (for one-line requests' early stop), decoded on first use."""
+        if self._line_end_ids is None:
+            self._line_end_ids = line_end_ids(self.tokenizer, self.vocab_size, self.special.fill).to(self.device)
+        return self._line_end_ids
+
     def _step_fn(self):
         head = self._head_name()
         if head == "reference":
@@ -250,7 +258,8 @@ class Engine:
         rules = SamplerRules.build(DenoiseSettings.from_model(self.model, req.steps), self.vocab_size,
                                    banned=self.special.banned_in_span(), device=self.device,
                                    # in a repair the filler pads slack slots, it does not end the span
-                                   fill=self.special.fill if req.remask is None else None)
+                                   fill=self.special.fill if req.remask is None else None,
+                                   line_end=self._line_ends() if req.single_line and req.remask is None else None)
         generator = torch.Generator(device=self.device).manual_seed(req.seed if req.seed is not None else 0)
         if req.remask is not None and req.span:
             layouts = [self._repair_layout(layouts[0], req.span, req.remask)]
@@ -274,7 +283,12 @@ class Engine:
                              drop_fill=req.remask is not None)
         if outcome.steps == 0:  # stopped before the first step: the canvas is still noise
             tokens = []
+        if rules.line_end is not None:  # one line asked: what follows its end may still be noise
+            ends = rules.line_end[torch.tensor(tokens, dtype=torch.long, device=self.device)].tolist() if tokens else []
+            tokens = tokens[: ends.index(True) + 1] if True in ends else tokens
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+        if rules.line_end is not None:
+            text = text.split("\n", 1)[0].split("\r", 1)[0]
         confidence = outcome.confidence[best, : len(tokens)].tolist()
         stats.span_tokens = len(tokens)
         stats.tokens_per_forward = len(tokens) / outcome.forwards if outcome.forwards else 0.0

@@ -21,8 +21,8 @@ class InfillRequest:
     `span` is the selected text to rewrite ("" for an insertion at a cursor). `doc_id` keys the
     per-document prefix KV cache. `max_tokens` is the span budget chosen by the planner (None:
     as much as the canvas holds); the engine only clamps it to its capacity. `single_line` says
-    the planner wants one line: prompt layouts tell the model so, and post-processing keeps the
-    first line (the engine does not cut). `on_step(n)` hears each
+    the planner wants one line: prompt layouts tell the model so, and layout A stops denoising
+    once the first line is decided (`denoise.first_line_settled`) and returns only that line. `on_step(n)` hears each
     finished denoising step (on the worker thread; nothing is decoded for it).
     `remask` (character ranges inside `span`) repairs a draft: the span's tokens outside those
     ranges stay clamped, the tokens touching them (and the free slots after) are denoised again.
