@@ -211,6 +211,12 @@ class Engine:
             self.cache.store(doc_id, PrefixEntry(ids=list(ids), keys=keys, values=values))
         return keys, values
 
+    @staticmethod
+    def _stops_at_line_end(req: InfillRequest) -> bool:
+        """A one-line insertion: not a repair (clamped tokens sit inside its span) nor a rewrite
+        seeded with the old text (that line is 'decided' before the model has changed anything)."""
+        return req.single_line and req.remask is None and not (req.span and req.seed_with_span)
+
     def _line_ends(self) -> torch.BoolTensor:
         """Which ids end a line (for one-line requests' early stop), decoded on first use."""
         if self._line_end_ids is None:
@@ -259,7 +265,7 @@ class Engine:
                                    banned=self.special.banned_in_span(), device=self.device,
                                    # in a repair the filler pads slack slots, it does not end the span
                                    fill=self.special.fill if req.remask is None else None,
-                                   line_end=self._line_ends() if req.single_line and req.remask is None else None)
+                                   line_end=self._line_ends() if self._stops_at_line_end(req) else None)
         generator = torch.Generator(device=self.device).manual_seed(req.seed if req.seed is not None else 0)
         if req.remask is not None and req.span:
             layouts = [self._repair_layout(layouts[0], req.span, req.remask)]

@@ -97,4 +97,6 @@ def test_one_line_requests_get_the_rule_and_one_line_back(tiny_model_dir):
     eng.infill(InfillRequest(prefix="x = ", suffix="\n", steps=2, seed=0))  # several lines allowed: no rule
     eng.infill(InfillRequest(prefix="x = ", suffix="\n", span="1 + 2", remask=[(2, 3)], single_line=True,
                              steps=2, seed=0))  # a repair keeps clamped tokens inside the span: no rule
+    eng.infill(InfillRequest(prefix="x = ", suffix="\n", span="1 + 2", seed_with_span=True, single_line=True,
+                             steps=2, seed=0))  # a rewrite starts from the old line: no rule
     assert seen and not any(seen)
