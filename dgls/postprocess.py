@@ -15,6 +15,9 @@ breaks the parse when one that does not was available.  Rule (for the server's d
   once (for the best candidate; ranges are offsets into the *cleaned* text, which is what the
   engine should re-tokenize and re-mask) and a valid result -> ``repaired``.  Otherwise the next
   valid candidate -> ``next_best``.
+- Python: where the document parses in CPython with the span as it is, empty or holding a
+  ``pass`` or an ``if True:``, a candidate must parse there too (``dgls.python_check``; tree-sitter accepts code the
+  interpreter rejects).  This holds for every path below, partial lines included.
 - Partial parses: a single-line span in the middle of code may be unable to parse on its own
   (the user is half-way through an expression).  If nothing is valid, the best-ranked candidate
   that adds at most one error, and only on the span's own line (the rest of the document parses
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dgls.indentation import detect_indent_unit, indent_width, leading_ws, render_indent
+from dgls.python_check import candidate_check
 from dgls.spans import SpanPlan
 from dgls.syntax import SyntaxTree
 
@@ -242,6 +246,9 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
         return (Choice("", "dropped"))
 
     allowed = min(base.error_count(), base.with_edit(plan.start, plan.end, "").error_count())
+    whole = plan.kind in ("block", "statement") and not text[text.rfind("\n", 0, plan.start) + 1:plan.start].strip()
+    strict = candidate_check(language_id, text, plan.start, plan.end,
+                             tuple(clean_infill(stub, plan, text) for stub in ("pass", "if True:")) if whole else ())
     line_lo = text.rfind("\n", 0, plan.start) + 1
     line_hi = text.find("\n", plan.end)
     line_hi = len(text) if line_hi < 0 else line_hi
@@ -252,6 +259,8 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
         nonlocal partial
         checked = base.with_edit(plan.start, plan.end, candidate)
         errors = checked.error_count()
+        if strict is not None and not strict(candidate):
+            return None, checked  # Python itself rejects it: no test could ever run on it
         if errors <= allowed:
             return Choice(candidate, path, errors), checked
         end_shift = len(candidate) - (plan.end - plan.start)

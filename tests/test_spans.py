@@ -133,8 +133,10 @@ def test_a_blank_line_mid_block_gets_one_line_that_parses() -> None:
     text, p = plan("python", "def f(x):\n    y = x * 2\n    |\n    return y\n")
     assert choose_infill(["y += 1\n    return y\nreturn"], p, text, "python").text == "y += 1"
     assert choose_infill(["if y > (\n"], p, text, "python").path == "dropped"
+    text, mid_line = plan("python", "def f(x):\n    y = g(x, |\n    return y\n")
+    assert choose_infill(["x +"], mid_line, text, "python").text == "x +"  # half-written already: not held
     text, mid_line = plan("python", "def f(x):\n    y = g(|)\n    return y\n")
-    assert choose_infill(["x +"], mid_line, text, "python").partial  # mid-line: the user may go on
+    assert choose_infill(["x +"], mid_line, text, "python").path == "dropped"  # it parsed: keep it so
 
 
 def test_non_empty_body_start_is_a_statement() -> None:
