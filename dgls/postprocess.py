@@ -15,9 +15,10 @@ breaks the parse when one that does not was available.  Rule (for the server's d
   once (for the best candidate; ranges are offsets into the *cleaned* text, which is what the
   engine should re-tokenize and re-mask) and a valid result -> ``repaired``.  Otherwise the next
   valid candidate -> ``next_best``.
-- Python: where the document parses in CPython with the span as it is, empty or holding a
-  ``pass`` or an ``if True:``, a candidate must parse there too (``dgls.python_check``; tree-sitter accepts code the
-  interpreter rejects).  This holds for every path below, partial lines included.
+- Python: where the document parses in CPython with the span as it is, empty, or holding a
+  ``pass`` or an ``if True:``, a candidate must parse there too (``dgls.python_check``:
+  tree-sitter accepts code the interpreter rejects).  This holds on every path, partial lines
+  included.
 - Partial parses: a single-line span in the middle of code may be unable to parse on its own
   (the user is half-way through an expression).  If nothing is valid, the best-ranked candidate
   that adds at most one error, and only on the span's own line (the rest of the document parses

@@ -2,11 +2,12 @@
 
 tree-sitter's grammar is tolerant where the interpreter is not: it accepts `total += total += x`,
 a line indented under the line before. On the held-out sets, 8 of 19 single-line answers that
-passed the tree-sitter check did not parse in Python, so no test could ever run on them. Where
-the document parses with the span left as it is, left empty, or holding a `pass` or an `if True:`
-(the line was a block's header), a candidate
-must parse too; where it does not (the user is mid-edit, newer syntax than this interpreter's,
-Python 2), there is nothing to hold candidates to and tree-sitter's check stands alone.
+passed the tree-sitter check did not parse in Python, so no test could ever run on them.
+
+Where the document parses with the span left as it is, left empty, or holding a `pass` or an
+`if True:` (the line was a block's header), a candidate must parse too; where it does not (the
+user is mid-edit, newer syntax than this interpreter's, Python 2), there is nothing to hold
+candidates to and tree-sitter's check stands alone.
 """
 
 from __future__ import annotations
