@@ -24,6 +24,7 @@ from .handlers import create_server
 from .logroute import CLIENT
 
 log = logging.getLogger("dgls.daemon")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # the daemon stops cleanly on either
 
 
 async def admitted(reader: asyncio.StreamReader, token: str) -> str | None:
@@ -120,8 +121,6 @@ async def serve(shared: Shared, host: str, port: int, started: asyncio.Future | 
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
 
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve_forever(shared: Shared, host: str, port: int, allow_remote: bool = False,

@@ -247,10 +247,10 @@ def choose_infill(candidates: list[str], plan: SpanPlan, text: str, language_id:
         return (Choice("", "dropped"))
 
     allowed = min(base.error_count(), base.with_edit(plan.start, plan.end, "").error_count())
-    whole = plan.kind in ("block", "statement") and not text[text.rfind("\n", 0, plan.start) + 1:plan.start].strip()
+    line_lo = text.rfind("\n", 0, plan.start) + 1
+    whole = plan.kind in ("block", "statement") and not text[line_lo:plan.start].strip()
     strict = candidate_check(language_id, text, plan.start, plan.end,
                              tuple(clean_infill(stub, plan, text) for stub in ("pass", "if True:")) if whole else ())
-    line_lo = text.rfind("\n", 0, plan.start) + 1
     line_hi = text.find("\n", plan.end)
     line_hi = len(text) if line_hi < 0 else line_hi
     outside_before = _outside_line(base, line_lo, line_hi)
